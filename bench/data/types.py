@@ -1,0 +1,212 @@
+"""Data containers shared by loaders, the harness and methods.
+
+Arrays are kept as uint8 numpy (compact; what is saved is what is scored); tensors are made
+per batch, float32 in [0,1], masks with 1 = occluded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# The paper's 10 CelebA attributes (section III-B), in CelebA's spelling.
+PAPER_ATTRIBUTES = (
+    "5_o_Clock_Shadow",
+    "Goatee",
+    "Heavy_Makeup",
+    "Male",
+    "Mustache",
+    "No_Beard",
+    "Pale_Skin",
+    "Sideburns",
+    "Wearing_Lipstick",
+    "Young",
+)
+# The 7 attributes of the authors' code (methods.md section 1), a subset of the 10.
+OFFICIAL_ATTRIBUTES = ("5_o_Clock_Shadow", "Goatee", "Mustache", "No_Beard", "Sideburns", "Male", "Young")
+
+
+@dataclass
+class FaceSet:
+    """N aligned faces with their labels. ``clean``/``masks`` exist only where ground truth is known."""
+
+    images: np.ndarray  # uint8 [N,H,W,3]: what a method sees (occluded where occluded)
+    identities: np.ndarray  # int64 [N]
+    attributes: np.ndarray  # float32 [N,A] in {0,1}
+    landmarks: np.ndarray  # float32 [N,5,2] (x, y) pixels: eye L, eye R, nose, mouth L, mouth R
+    ids: list[str]  # stable sample ids (used for file names and resume)
+    clean: np.ndarray | None = None  # uint8 [N,H,W,3] ground truth without occlusion (evaluation only)
+    masks: np.ndarray | None = None  # uint8 [N,H,W] 1 = occluded (evaluation only)
+    occluders: list[str] | None = None  # occluder type per sample ("" for none)
+    families: list[str] | None = None  # occluder family per sample ("" for none)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"FaceSet.images must be uint8 [N,H,W,3], got {self.images.dtype} {self.images.shape}")
+        for name in ("identities", "attributes", "landmarks", "clean", "masks"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"FaceSet.{name} has {len(value)} rows, images has {n}")
+        if len(self.ids) != n:
+            raise ValueError(f"FaceSet.ids has {len(self.ids)} entries, images has {n}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, index: np.ndarray | list[int]) -> FaceSet:
+        index = np.asarray(index, dtype=np.int64)
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = None
+            elif isinstance(value, list):
+                out[f.name] = [value[i] for i in index]
+            else:
+                out[f.name] = value[index]
+        return FaceSet(**out)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                h.update(b"none")
+            elif isinstance(value, list):
+                h.update("\x00".join(value).encode())
+            else:
+                h.update(np.ascontiguousarray(value).tobytes())
+        return h.hexdigest()
+
+
+class Occlusion(NamedTuple):
+    image: np.ndarray  # uint8 [H,W,3], the occluded face
+    mask: np.ndarray  # uint8 [H,W], 1 = occluded
+    type_name: str  # e.g. "sunglasses/07"
+    family: str  # e.g. "sunglasses"
+
+
+# (clean uint8 [H,W,3], landmarks [5,2], rng) -> Occlusion. The occlusion generator provides one.
+Occluder = Callable[[np.ndarray, np.ndarray, np.random.Generator], Occlusion]
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W,3] -> float32 [N,3,H,W] in [0,1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def mask_tensor(masks: np.ndarray) -> torch.Tensor:
+    """uint8/bool [N,H,W] -> float32 [N,1,H,W] in {0,1}."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(masks).astype(np.float32))[:, None]
+
+
+class PairedBatch(NamedTuple):
+    occluded: torch.Tensor  # [B,3,H,W]
+    clean: torch.Tensor  # [B,3,H,W]
+    mask: torch.Tensor  # [B,1,H,W], 1 = occluded
+    attributes: torch.Tensor  # [B,A]
+
+
+class ImageBatch(NamedTuple):
+    images: torch.Tensor  # [B,3,H,W]
+    attributes: torch.Tensor  # [B,A]
+
+
+@dataclass
+class TrainData:
+    """What a method trains on. Paired batches are synthesised on the fly (fresh occlusions each
+    step, as the paper's >100M pairs imply); natural and clean batches are sampled from the sets.
+    Natural faces come without masks or ground truth, as in the paper's unpaired setting.
+    """
+
+    clean: FaceSet
+    natural: FaceSet
+    occluder: Occluder
+    attribute_names: tuple[str, ...]
+    seed: int = 0
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    @property
+    def image_size(self) -> int:
+        return self.clean.size
+
+    def paired(self, batch_size: int) -> PairedBatch:
+        idx = self.rng.integers(0, len(self.clean), batch_size)
+        occ = [self.occluder(self.clean.images[i], self.clean.landmarks[i], self.rng) for i in idx]
+        return PairedBatch(
+            occluded=to_tensor(np.stack([o.image for o in occ])),
+            clean=to_tensor(self.clean.images[idx]),
+            mask=mask_tensor(np.stack([o.mask for o in occ])),
+            attributes=_attr_tensor(self.clean.attributes[idx]),
+        )
+
+    def natural_batch(self, batch_size: int) -> ImageBatch:
+        return self._sample(self.natural, batch_size)
+
+    def clean_batch(self, batch_size: int) -> ImageBatch:
+        return self._sample(self.clean, batch_size)
+
+    def _sample(self, faces: FaceSet, batch_size: int) -> ImageBatch:
+        if len(faces) == 0:
+            raise ValueError("this dataset has no images of the requested kind (natural or clean)")
+        idx = self.rng.integers(0, len(faces), batch_size)
+        return ImageBatch(images=to_tensor(faces.images[idx]), attributes=_attr_tensor(faces.attributes[idx]))
+
+
+def _attr_tensor(attributes: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(attributes, dtype=np.float32))
+
+
+@dataclass
+class Benchmark:
+    """A dataset resolved into the splits every protocol needs (design.md, "data path" step 1)."""
+
+    name: str
+    attribute_names: tuple[str, ...]
+    train_clean: FaceSet  # clean faces: paired occlusions are synthesised from these
+    train_natural: FaceSet  # naturally occluded faces, no mask, no ground truth (unpaired)
+    test_paired: FaceSet  # fixed synthetic occlusions: images occluded; clean, masks, occluders set
+    test_natural: FaceSet  # natural occlusions; clean/masks only where known (synthetic set)
+    test_clean: FaceSet  # faces without occlusion (Fig. 9: a method should change nothing)
+    info: dict = field(default_factory=dict)  # how it was built (seed, size, counts, source)
+
+    @property
+    def image_size(self) -> int:
+        return self.train_clean.size
+
+    def splits(self) -> dict[str, FaceSet]:
+        return {
+            "train_clean": self.train_clean,
+            "train_natural": self.train_natural,
+            "test_paired": self.test_paired,
+            "test_natural": self.test_natural,
+            "test_clean": self.test_clean,
+        }
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.name.encode())
+        for key, faces in self.splits().items():
+            h.update(key.encode())
+            h.update(faces.fingerprint().encode())
+        return h.hexdigest()

@@ -1,0 +1,46 @@
+"""Losses shared by the methods, written once: Gram/style, perceptual, total variation, WGAN-GP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix normalised by C*H*W (PConv Eq. 4 / OA-GAN Eq. 5's K_n)."""
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def perceptual_loss(feats_out: list[torch.Tensor], feats_gt: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of the mean L1 distance between feature maps."""
+    return sum(torch.mean(torch.abs(a - b)) for a, b in zip(feats_out, feats_gt, strict=True))
+
+
+def style_loss(feats_out: list[torch.Tensor], feats_gt: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over layers of the mean L1 distance between Gram matrices."""
+    return sum(torch.mean(torch.abs(gram(a) - gram(b))) for a, b in zip(feats_out, feats_gt, strict=True))
+
+
+def total_variation(x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Anisotropic TV: |x[i,j+1]-x[i,j]| + |x[i+1,j]-x[i,j]|, averaged (or summed) over elements."""
+    dx = torch.abs(x[..., :, 1:] - x[..., :, :-1])
+    dy = torch.abs(x[..., 1:, :] - x[..., :-1, :])
+    if reduction == "sum":
+        return dx.sum() + dy.sum()
+    if reduction == "mean":
+        return dx.mean() + dy.mean()
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def gradient_penalty(critic: nn.Module | callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates.
+
+    ``critic`` returns the critic score (any shape; summed per sample).
+    """
+    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    score = critic(x_hat)
+    (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

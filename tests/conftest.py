@@ -1,0 +1,89 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    sys._called_from_test = True  # the plugin manager then skips entry points unless a test asks
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+def _blob_faces(n: int, size: int, seed: int):
+    """Tiny stand-in faces (smooth colour gradients + dark 'eyes') for method unit tests."""
+    from bench.data.types import FaceSet
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        base = rng.uniform(0.3, 0.8, 3)
+        img = base[None, None] * (0.7 + 0.3 * xx[..., None]) * (0.8 + 0.2 * yy[..., None])
+        for ex in (0.33, 0.67):
+            eye = (xx - ex) ** 2 + (yy - 0.4) ** 2 < 0.004
+            img[eye] = 0.1
+        images[i] = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    lm = np.array([[0.33, 0.4], [0.67, 0.4], [0.5, 0.55], [0.38, 0.72], [0.62, 0.72]], np.float32) * size
+    return FaceSet(
+        images=images,
+        identities=np.arange(n) % 4,
+        attributes=rng.integers(0, 2, (n, 10)).astype(np.float32),
+        landmarks=np.repeat(lm[None], n, 0),
+        ids=[f"s{i:04d}" for i in range(n)],
+    )
+
+
+def _box_occluder(clean, landmarks, rng):
+    """A grey box over a random part of the face: a deterministic, cheap synthetic occlusion."""
+    from bench.data.types import Occlusion
+
+    size = clean.shape[0]
+    h, w = rng.integers(size // 4, size // 2, 2)
+    y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+    image = clean.copy()
+    mask = np.zeros((size, size), np.uint8)
+    image[y : y + h, x : x + w] = rng.integers(0, 255, 3)
+    mask[y : y + h, x : x + w] = 1
+    return Occlusion(image, mask, "box/0", "box")
+
+
+@pytest.fixture
+def make_train_data():
+    """``make_train_data(size=32, n=16)`` -> bench.data.types.TrainData with box occlusions."""
+    from bench.data.types import TrainData
+
+    def make(size: int = 32, n: int = 16, seed: int = 0) -> TrainData:
+        clean = _blob_faces(n, size, seed)
+        natural = _blob_faces(n, size, seed + 1)
+        return TrainData(clean=clean, natural=natural, occluder=_box_occluder, attribute_names=tuple("abcdefghij"))
+
+    return make
+
+
+@pytest.fixture
+def make_context():
+    """``make_context(size=32, **options)`` -> MethodContext on CPU, quick profile."""
+    import torch
+
+    from bench.method import MethodContext
+
+    def make(size: int = 32, profile: str = "quick", **options) -> MethodContext:
+        return MethodContext(
+            image_size=size,
+            profile=profile,
+            device=torch.device("cpu"),
+            seed=0,
+            options=dict(options),
+            attribute_names=tuple("abcdefghij"),
+        )
+
+    return make
