@@ -1,14 +1,9 @@
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def pytest_configure(config):
-    sys._called_from_test = True  # the plugin manager then skips entry points unless a test asks
 
 
 @pytest.fixture(scope="session")

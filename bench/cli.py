@@ -1,0 +1,178 @@
+"""The ``bench`` command line. Heavy imports (torch, timm) happen inside commands, never at import."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="Face de-occlusion benchmark: train and evaluate OA-GAN and baselines under one protocol.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Look at the data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--opt expects key=value or method.key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command("list")
+def list_plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Every installed plugin, its version and the methods it registers (imports no torch)."""
+    import json
+
+    from bench import plugins
+
+    reg = plugins.registry()
+    if as_json:
+        rows = [
+            {"plugin": p.name, "version": p.version, "distribution": p.distribution, "methods": p.methods, "error": p.error}
+            for p in reg.plugins
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="deocc-bench plugins")
+    for col in ("plugin", "version", "distribution", "methods"):
+        table.add_column(col)
+    for p in sorted(reg.plugins, key=lambda p: p.name):
+        methods = ", ".join(p.methods) if not p.error else f"[red]failed to load: {p.error}"
+        table.add_row(p.name, p.version, p.distribution, methods)
+    console = Console()
+    console.print(table)
+    details = Table(title="methods")
+    for col in ("method", "needs mask", "predicts mask", "trains on", "summary"):
+        details.add_column(col)
+    for name, spec in sorted(reg.methods.items()):
+        details.add_row(name, "yes" if spec.needs_mask else "", "yes" if spec.predicts_mask else "",
+                        ",".join(spec.trains_on), spec.summary)
+    console.print(details)
+
+
+@app.command()
+def run(
+    methods: str = typer.Option("oagan,pconv", "--methods", "-m", help="Comma-separated method names (see `bench list`)."),
+    dataset: str = typer.Option("synthetic", help="'synthetic' (embedded) or a CelebA folder in its official layout."),
+    profile: str = typer.Option("quick", help="quick (CPU, 64 px, small widths) or paper (128 px, the paper's settings)."),
+    image_size: Optional[int] = typer.Option(None, help="Override the profile's image size."),
+    mask_source: str = typer.Option("oagan", help="Masks for mask-requiring methods: oagan (Fig. 10), gt (oracle), both."),
+    mask_threshold: float = typer.Option(0.5, help="Binarization threshold of predicted masks."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0, help="Seed of data generation and training."),
+    output: Path = typer.Option(Path("results"), help="Output root (runs/ and checkpoints/)."),
+    steps: Optional[int] = typer.Option(None, help="Training steps for every method (default: each method's profile default)."),
+    time_budget: Optional[float] = typer.Option(None, help="Wall-clock cap per method's training, seconds."),
+    opt: list[str] = typer.Option([], "--opt", help="Method option key=value (all methods) or method.key=value; repeatable."),
+    weights_dir: Optional[Path] = typer.Option(None, help="Folder of local pretrained files (e.g. vgg16.pth)."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate at most this many samples per test split."),
+    occluders: Optional[Path] = typer.Option(None, help="Folder of extra RGBA PNG occluders for paired synthesis."),
+    batch_size: int = typer.Option(16, help="Evaluation batch size."),
+) -> None:
+    """Train (or load from cache) each method and evaluate all of them under the same protocol."""
+    from bench.runner import RunConfig, RunError, Runner
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        _fail("--methods is empty")
+    try:
+        config = RunConfig(
+            methods=names, dataset=dataset, profile=profile, image_size=image_size, mask_source=mask_source,
+            mask_threshold=mask_threshold, device=device, seed=seed, output=output, steps=steps,
+            time_budget=time_budget, options=_parse_options(opt), weights_dir=weights_dir, limit=limit,
+            occluders=occluders, batch_size=batch_size,
+        )
+        store = Runner(config, argv=sys.argv).run()
+    except (RunError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    from bench.report import summary_table
+
+    summary_table(store)
+    if store.manifest().get("status") != "complete":
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(None, help="Run folders (default: the newest run under results/runs)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: <run>/report.html)."),
+    results: Path = typer.Option(Path("results"), help="Output root searched for the newest run."),
+    examples: int = typer.Option(8, help="Samples in each qualitative grid."),
+) -> None:
+    """Render one self-contained HTML page: the paper's tables and figures for these runs."""
+    from bench.report import render_report
+
+    if not runs:
+        candidates = sorted((results / "runs").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            _fail(f"no runs under {results / 'runs'}; run `bench run` first or name a run folder")
+        runs = [candidates[-1].parent]
+    try:
+        path = render_report(runs, output=output, examples=examples)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(str(path))
+
+
+@data_app.command("preview")
+def data_preview(
+    out: Path = typer.Option(Path("results/preview.png"), "--out", "-o"),
+    size: int = typer.Option(64, help="Image size in pixels."),
+    n: int = typer.Option(8, help="Faces per row."),
+    seed: int = typer.Option(0),
+    dataset: str = typer.Option("synthetic", help="'synthetic' or a CelebA folder."),
+    occluders: Optional[Path] = typer.Option(None, help="Folder of extra RGBA PNG occluders."),
+) -> None:
+    """Write a PNG grid of faces, synthetic and natural occlusions and their masks."""
+    from bench.data.preview import preview_grid
+    from bench.runner import RunConfig, RunError, resolve_dataset
+
+    try:
+        bench, _ = resolve_dataset(RunConfig(methods=[], dataset=dataset, image_size=size, seed=seed, occluders=occluders))
+    except (RunError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    preview_grid(bench, out, n=n)
+    typer.echo(str(out))
+
+
+@app.command()
+def perf(
+    methods: str = typer.Option("identity,telea,oagan,pconv", "--methods", "-m"),
+    sizes: str = typer.Option("64,128", help="Image sizes to measure."),
+    batch_size: int = typer.Option(8),
+    device: str = typer.Option("auto"),
+    repeats: int = typer.Option(5),
+    output: Optional[Path] = typer.Option(None, help="Also write the table as JSON here."),
+) -> None:
+    """Measure images/s (inference and training step), harness overhead and peak memory per method."""
+    from bench.perf import run_perf
+
+    run_perf([m.strip() for m in methods.split(",") if m.strip()], [int(s) for s in sizes.split(",")],
+             batch_size=batch_size, device=device, repeats=repeats, output=output)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

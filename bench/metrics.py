@@ -1,0 +1,92 @@
+"""Per-image metrics on what was saved (uint8), as the design's conventions fix them.
+
+PSNR: torchmetrics, ``data_range=1.0``, one value per image (``dim=(1,2,3)``), never the pooled MSE.
+SSIM: Gaussian window 11, sigma 1.5, K=(0.01, 0.03), ``data_range=1.0``, per image, mean over RGB.
+torchmetrics reflect-pads the SSIM map; ``ssim_crop`` crops (k-1)/2 = 5 px of the map instead,
+which equals skimage's Wang settings and mmagic exactly (harness-notes section 3).
+Region PSNR scores the occluded pixels only; mask IoU/F1 score predicted masks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+SSIM_KERNEL = 11
+SSIM_SIGMA = 1.5
+
+
+def _to01(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W,3] -> float64 [N,3,H,W] in [0,1] (float64 so golden tests match skimage tightly)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double() / 255.0
+
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    p, t = _to01(pred), _to01(target)
+    out = peak_signal_noise_ratio(p, t, data_range=1.0, dim=(1, 2, 3), reduction="none")
+    return out.numpy().astype(np.float64)
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, crop: bool = False) -> np.ndarray:
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    p, t = _to01(pred), _to01(target)
+    kw = dict(gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=1.0, k1=0.01, k2=0.03)
+    if not crop:
+        return tm_ssim(p, t, reduction="none", **kw).numpy().astype(np.float64)
+    _, full = tm_ssim(p, t, reduction="none", return_full_image=True, **kw)
+    r = (SSIM_KERNEL - 1) // 2
+    return full[..., r:-r, r:-r].mean(dim=(1, 2, 3)).numpy().astype(np.float64)
+
+
+def region_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """PSNR over the pixels where ``mask`` is 1 (all channels); NaN where the mask is empty."""
+    p, t = _to01(pred), _to01(target)
+    m = torch.from_numpy(np.ascontiguousarray(mask).astype(np.float64))[:, None].expand_as(p)
+    se = ((p - t) ** 2 * m).sum(dim=(1, 2, 3))
+    n = m.sum(dim=(1, 2, 3))
+    out = []
+    for s, c in zip(se.tolist(), n.tolist(), strict=True):
+        if c == 0:
+            out.append(math.nan)
+        elif s == 0:
+            out.append(math.inf)
+        else:
+            out.append(10 * math.log10(c / s))
+    return np.array(out, dtype=np.float64)
+
+
+def mask_scores(pred_mask: np.ndarray, true_mask: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """IoU and F1 of binarized predicted masks; ``occluded_fraction`` of predicted occluded pixels.
+
+    ``pred_mask`` is uint8 [N,H,W] (0..255, as saved) or float in [0,1]; ``true_mask`` is {0,1}.
+    IoU of two empty masks is 1 (nothing to find, nothing found).
+    """
+    p = pred_mask.astype(np.float64)
+    if pred_mask.dtype == np.uint8:
+        p = p / 255.0
+    pb = p > threshold
+    tb = true_mask.astype(bool)
+    inter = (pb & tb).sum(axis=(1, 2)).astype(np.float64)
+    union = (pb | tb).sum(axis=(1, 2)).astype(np.float64)
+    psum = pb.sum(axis=(1, 2)).astype(np.float64)
+    tsum = tb.sum(axis=(1, 2)).astype(np.float64)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    f1 = np.where(psum + tsum > 0, 2 * inter / np.maximum(psum + tsum, 1), 1.0)
+    frac = psum / pb[0].size if len(pb) else np.zeros(0)
+    return {"mask_iou": iou, "mask_f1": f1, "occluded_fraction": frac}
+
+
+AREA_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
+
+
+def area_bin(fraction: float) -> str:
+    """The occluded-area bin label of a mask fraction, e.g. '10-20%'."""
+    for lo, hi in zip(AREA_BINS[:-1], AREA_BINS[1:], strict=True):
+        if fraction < hi or hi == AREA_BINS[-1]:
+            return f"{round(lo * 100)}-{round(hi * 100)}%"
+    raise AssertionError("unreachable")

@@ -1,0 +1,155 @@
+"""The plugin manager: finds methods through the ``deocc_bench`` entry-point group.
+
+Built-in methods are entry points of this very distribution, declared exactly as a third-party
+plugin declares them, so the harness knows no method by name. Loading never imports torch.
+
+Environment switches (llm/datasette/tox conventions):
+- ``DEOCC_LOAD_PLUGINS=a,b`` loads only those entry points ('' loads none);
+- ``DEOCC_DISABLE_PLUGINS=a,b`` blocks those;
+- ``DEOCC_STRICT_PLUGINS=1`` makes a plugin that fails to import fatal (default: reported and skipped).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+
+import pluggy
+
+from bench import hookspecs
+from bench.method import MethodSpec
+
+
+class PluginError(RuntimeError):
+    pass
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    distribution: str
+    methods: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the plugin failed to load
+
+
+@dataclass
+class Registry:
+    methods: dict[str, MethodSpec]
+    plugins: list[PluginInfo]
+
+    def get(self, name: str) -> MethodSpec:
+        if name in self.methods:
+            return self.methods[name]
+        hint = get_close_matches(name, list(self.methods), n=3)
+        broken = [p.name for p in self.plugins if p.error]
+        msg = f"unknown method {name!r}"
+        if hint:
+            msg += f"; did you mean {', '.join(hint)}?"
+        else:
+            msg += f"; available: {', '.join(sorted(self.methods)) or 'none'}"
+        if broken:
+            msg += f" (plugins that failed to load: {', '.join(broken)}; see `bench list`)"
+        raise KeyError(msg)
+
+
+def _csv_env(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def make_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_entry_points(pm: pluggy.PluginManager, strict: bool | None = None) -> list[PluginInfo]:
+    """Register each entry point on its own, so one broken plugin cannot take the others down."""
+    if strict is None:
+        strict = os.environ.get("DEOCC_STRICT_PLUGINS", "") not in ("", "0")
+    only = _csv_env("DEOCC_LOAD_PLUGINS")
+    for blocked in _csv_env("DEOCC_DISABLE_PLUGINS") or []:
+        pm.set_blocked(blocked)
+    infos: list[PluginInfo] = []
+    seen: set[str] = set()
+    for dist in md.distributions():
+        for ep in dist.entry_points:
+            if ep.group != hookspecs.PROJECT or ep.name in seen:
+                continue
+            seen.add(ep.name)
+            if only is not None and ep.name not in only:
+                continue
+            if pm.is_blocked(ep.name):
+                continue
+            info = PluginInfo(ep.name, dist.version or "?", dist.metadata["Name"] or "?")
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as exc:
+                if strict:
+                    raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+                info.error = f"{type(exc).__name__}: {exc}"
+            infos.append(info)
+    return infos
+
+
+def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
+    """Call ``register_methods`` on every plugin; a plugin whose hook raises is reported, not fatal."""
+    pm.check_pending()
+    by_name = {i.name: i for i in infos}
+    methods: dict[str, MethodSpec] = {}
+    for plugin in pm.get_plugins():
+        pname = pm.get_name(plugin) or repr(plugin)
+        info = by_name.get(pname)
+        if info is None:
+            info = PluginInfo(pname, getattr(plugin, "__version__", "-"), "(registered in process)")
+            infos.append(info)
+            by_name[pname] = info
+        caller = pm.subset_hook_caller("register_methods", remove_plugins=[p for p in pm.get_plugins() if p is not plugin])
+
+        def register(spec: MethodSpec, _info: PluginInfo = info) -> None:
+            if not isinstance(spec, MethodSpec):
+                raise TypeError(f"register() takes a MethodSpec, got {type(spec).__name__}")
+            if spec.name in methods:
+                raise PluginError(f"method {spec.name!r} registered twice ({methods[spec.name].plugin}, {_info.name})")
+            object.__setattr__(spec, "plugin", _info.name)
+            methods[spec.name] = spec
+            _info.methods.append(spec.name)
+
+        try:
+            caller(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:
+            if os.environ.get("DEOCC_STRICT_PLUGINS", "") not in ("", "0"):
+                raise
+            info.error = f"{type(exc).__name__}: {exc}"
+    return Registry(methods, infos)
+
+
+_pm: pluggy.PluginManager | None = None
+_infos: list[PluginInfo] = []
+
+
+def get_manager() -> pluggy.PluginManager:
+    """The process-wide manager, entry points loaded once."""
+    global _pm, _infos
+    if _pm is None:
+        _pm = make_manager()
+        _infos = load_entry_points(_pm)
+    return _pm
+
+
+def registry() -> Registry:
+    pm = get_manager()
+    return collect(pm, [PluginInfo(i.name, i.version, i.distribution, [], i.error) for i in _infos])
+
+
+def reset() -> None:
+    """Forget the manager (tests)."""
+    global _pm, _infos
+    _pm, _infos = None, []
