@@ -60,8 +60,10 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     console = Console()
     console.print(table)
     details = Table(title="methods")
-    for col in ("method", "needs mask", "predicts mask", "trains on", "summary"):
-        details.add_column(col)
+    details.add_column("method", no_wrap=True)
+    for col in ("needs mask", "predicts mask", "trains on"):
+        details.add_column(col, no_wrap=True)
+    details.add_column("summary", ratio=1)
     for name, spec in sorted(reg.methods.items()):
         details.add_row(name, "yes" if spec.needs_mask else "", "yes" if spec.predicts_mask else "",
                         ",".join(spec.trains_on), spec.summary)

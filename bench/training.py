@@ -98,7 +98,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc}. Delete it to retrain.") from exc
+        raise RuntimeError(
+            f"cannot read checkpoint {path}: corrupt, truncated or not weights-only ({type(exc).__name__}); "
+            "delete it to retrain"
+        ) from exc
 
 
 def file_sha256(path: Path) -> str:

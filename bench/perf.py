@@ -1,0 +1,146 @@
+"""``bench perf``: speed and memory per method, measured, not guessed.
+
+For each method and image size: training-step throughput (images/s; trainable methods), inference
+throughput of ``restore`` alone (the bare model), the same batch through the harness's evaluation
+path (masking, quantisation, PNG writes, PSNR/SSIM) to give the harness overhead, and peak memory
+(CUDA peak allocation on a GPU; peak RSS growth of the process on CPU). Networks are untrained:
+speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str, Any]:
+    import torch
+
+    from bench import metrics
+    from bench.data.embedded import build_synthetic, default_occluder
+    from bench.data.types import TrainData, mask_tensor, to_tensor
+    from bench.method import MethodContext
+    from bench.runner import quantize
+    from bench.runstore import write_png
+
+    profile = "paper" if size >= 128 else "quick"
+    bench = build_synthetic(size=size, seed=0, identities=8, images_per_identity=4)
+    ctx = MethodContext(image_size=size, profile=profile, device=device, seed=0, options=dict(spec.options),
+                        attribute_names=bench.attribute_names)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    method = spec.load()(ctx)
+    row: dict[str, Any] = {"method": spec.name, "size": size, "profile": profile, "batch": batch_size,
+                           "device": str(device)}
+    if method.trainable:
+        data = TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
+        method.setup_training(data)
+        step = [0]
+
+        def train_once() -> None:
+            method.train_step(step[0])
+            step[0] += 1
+
+        seconds = _timed(train_once, device, max(2, repeats // 2))
+        row["train_step_s"] = round(seconds, 4)
+    faces = bench.test_paired
+    idx = np.arange(min(batch_size, len(faces)))
+    x = to_tensor(faces.images[idx]).to(device)
+    m = mask_tensor(faces.masks[idx]).to(device) if spec.needs_mask else None
+    x_in = x * (1 - m) if m is not None else x
+
+    def bare() -> None:
+        with torch.no_grad():
+            method.restore(x_in, m)
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-perf-"))
+
+    def harness() -> None:  # what Runner._evaluate does per batch
+        xb = to_tensor(faces.images[idx]).to(device)
+        mb = mask_tensor(faces.masks[idx]).to(device) if spec.needs_mask else None
+        with torch.no_grad():
+            out = method.restore(xb * (1 - mb) if mb is not None else xb, mb)
+        pred = quantize(out.images)
+        for j in range(len(idx)):
+            write_png(folder / f"{j}.png", pred[j])
+        metrics.psnr(pred, faces.clean[idx])
+        metrics.ssim(pred, faces.clean[idx])
+
+    t_bare = _timed(bare, device, repeats)
+    t_harness = _timed(harness, device, repeats)
+    n = len(idx)
+    batch = getattr(method, "batch_size", None)  # the training batch, for methods that expose it
+    if method.trainable and isinstance(batch, int):
+        row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
+    row.update({
+        "infer_images_per_s": round(n / t_bare, 2),
+        "harness_images_per_s": round(n / t_harness, 2),
+        "harness_overhead_ms_per_image": round(1000 * (t_harness - t_bare) / n, 2),
+    })
+    if device.type == "cuda":
+        row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    else:
+        row["peak_rss_growth_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)
+    return row
+
+
+def run_perf(methods: list[str], sizes: list[int], batch_size: int = 8, device: str = "auto", repeats: int = 5,
+             output: Path | None = None) -> list[dict[str, Any]]:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench import plugins
+    from bench.training import resolve_device, seed_everything
+
+    seed_everything(0)
+    dev = resolve_device(device)
+    reg = plugins.registry()
+    rows = []
+    console = Console()
+    for name in methods:
+        spec = reg.get(name)
+        for size in sizes:
+            try:
+                rows.append(measure(spec, size, batch_size, dev, repeats))
+            except Exception as exc:  # report and go on: one slow or broken method must not hide the rest
+                rows.append({"method": name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
+            console.print(rows[-1])
+    table = Table(title=f"bench perf ({dev}, torch threads {torch.get_num_threads()})")
+    cols = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[str(r.get(c, "")) for c in cols])
+    console.print(table)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows

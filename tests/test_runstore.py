@@ -1,0 +1,49 @@
+import numpy as np
+
+from bench.runstore import RunStore, read_png, summarize, write_png
+from bench.training import save_checkpoint
+
+
+def test_png_round_trip(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    write_png(tmp_path / "a" / "x.png", img)
+    assert np.array_equal(read_png(tmp_path / "a" / "x.png"), img)
+    assert not list((tmp_path / "a").glob(".*tmp"))  # no temp file left behind
+
+
+def test_truncated_metrics_line_is_dropped_and_appends_stay_parseable(tmp_path):
+    store = RunStore(tmp_path)
+    store.append_rows("m", [{"split": "s", "sample": "a", "psnr": 1.0}])
+    with open(store.metrics_path("m"), "a") as f:
+        f.write('{"split": "s", "sample": "b", "ps')  # a kill mid-write
+    assert store.done_ids("m", "s") == {"a"}
+    store.append_rows("m", [{"split": "s", "sample": "c", "psnr": float("inf")}])
+    assert store.done_ids("m", "s") == {"a", "c"}
+
+
+def test_summary_mean_std_ci(tmp_path):
+    store = RunStore(tmp_path)
+    rows = [{"label": "m", "method": "m", "mask_source": "own", "split": "s", "sample": str(i), "psnr": v}
+            for i, v in enumerate([10.0, 12.0, 14.0])]
+    store.append_rows("m", rows)
+    s = summarize(store.frame()).iloc[0]
+    assert s["n"] == 3 and s["psnr_mean"] == 12.0 and s["psnr_std"] == 2.0
+    assert s["psnr_ci95"] == 1.96 * 2.0 / 3**0.5
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    import torch
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"w": torch.ones(2)})
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # killed while writing
+
+    monkeypatch.setattr("os.replace", boom)
+    try:
+        save_checkpoint(path, {"w": torch.zeros(2)})
+    except KeyboardInterrupt:
+        pass
+    assert torch.load(path, weights_only=True)["w"].tolist() == [1.0, 1.0]  # last good one kept
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from bench.method import Method, MethodContext, Restoration
+from bench.training import Budget, TrainingDiverged, fit, load_checkpoint
+
+
+class Tiny(Method):
+    """A one-parameter regression: loss falls as training proceeds; ``nan_at`` injects a divergence."""
+
+    batch_size = 4
+
+    def __init__(self, ctx: MethodContext, nan_at: int | None = None) -> None:
+        super().__init__(ctx)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.nan_at = nan_at
+        self.steps_run: list[int] = []
+
+    def setup_training(self, data) -> None:
+        self.data = data
+        self.opt = torch.optim.Adam([self.w], lr=0.05)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        self.steps_run.append(step)
+        batch = self.data.clean_batch(self.batch_size)
+        loss = ((batch.images.mean() + self.w - 1.0) ** 2).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": math.nan if step == self.nan_at else loss.item()}
+
+    def state_dict(self):
+        return {"w": self.w.detach().clone(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.w.copy_(state["w"])
+        self.opt.load_state_dict(state["opt"])
+
+    def restore(self, images, masks):
+        return Restoration(images)
+
+
+def test_fit_trains_and_resumes_after_a_kill(tmp_path, make_train_data, make_context):
+    data = make_train_data()
+    first = Tiny(make_context())
+    r1 = fit(first, data, Budget(steps=20), tmp_path, checkpoint_every=10)
+    assert r1.steps == 20 and r1.resumed_from == 0
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 20
+    # "kill" = a new process: a fresh method object continues from the checkpoint, not from scratch
+    second = Tiny(make_context())
+    r2 = fit(second, data, Budget(steps=30), tmp_path, checkpoint_every=10)
+    assert r2.resumed_from == 20 and second.steps_run == list(range(20, 30))
+    assert second.w.item() != 0.0 and r2.last_losses["loss"] < 0.5
+
+
+def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, make_train_data, make_context):
+    method = Tiny(make_context(), nan_at=13)
+    with pytest.raises(TrainingDiverged, match=r"loss 'loss' became nan at step 13; last good checkpoint kept"):
+        fit(method, make_train_data(), Budget(steps=40), tmp_path, checkpoint_every=5)
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
+
+
+def test_time_budget_stops_early_and_saves(tmp_path, make_train_data, make_context):
+    result = fit(Tiny(make_context()), make_train_data(), Budget(steps=10**6, seconds=0.3), tmp_path)
+    assert result.stopped_by_time and 0 < result.steps < 10**6
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == result.steps
+
+
+def test_corrupt_checkpoint_gives_one_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=f"cannot read checkpoint {bad}: corrupt.*delete it to retrain"):
+        load_checkpoint(bad)
