@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -43,7 +42,13 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     reg = plugins.registry()
     if as_json:
         rows = [
-            {"plugin": p.name, "version": p.version, "distribution": p.distribution, "methods": p.methods, "error": p.error}
+            {
+                "plugin": p.name,
+                "version": p.version,
+                "distribution": p.distribution,
+                "methods": p.methods,
+                "error": p.error,
+            }
             for p in reg.plugins
         ]
         typer.echo(json.dumps(rows, indent=2))
@@ -65,28 +70,43 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Machine-rea
         details.add_column(col, no_wrap=True)
     details.add_column("summary", ratio=1)
     for name, spec in sorted(reg.methods.items()):
-        details.add_row(name, "yes" if spec.needs_mask else "", "yes" if spec.predicts_mask else "",
-                        ",".join(spec.trains_on), spec.summary)
+        details.add_row(
+            name,
+            "yes" if spec.needs_mask else "",
+            "yes" if spec.predicts_mask else "",
+            ",".join(spec.trains_on),
+            spec.summary,
+        )
     console.print(details)
 
 
 @app.command()
 def run(
-    methods: str = typer.Option("oagan,pconv", "--methods", "-m", help="Comma-separated method names (see `bench list`)."),
+    methods: str = typer.Option(
+        "oagan,pconv", "--methods", "-m", help="Comma-separated method names (see `bench list`)."
+    ),
     dataset: str = typer.Option("synthetic", help="'synthetic' (embedded) or a CelebA folder in its official layout."),
-    profile: str = typer.Option("quick", help="quick (CPU, 64 px, small widths) or paper (128 px, the paper's settings)."),
-    image_size: Optional[int] = typer.Option(None, help="Override the profile's image size."),
-    mask_source: str = typer.Option("oagan", help="Masks for mask-requiring methods: oagan (Fig. 10), gt (oracle), both."),
+    profile: str = typer.Option(
+        "quick", help="quick (CPU, 64 px, small widths) or paper (128 px, the paper's settings)."
+    ),
+    image_size: int | None = typer.Option(None, help="Override the profile's image size."),
+    mask_source: str = typer.Option(
+        "oagan", help="Masks for mask-requiring methods: oagan (Fig. 10), gt (oracle), both."
+    ),
     mask_threshold: float = typer.Option(0.5, help="Binarization threshold of predicted masks."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, help="Seed of data generation and training."),
     output: Path = typer.Option(Path("results"), help="Output root (runs/ and checkpoints/)."),
-    steps: Optional[int] = typer.Option(None, help="Training steps for every method (default: each method's profile default)."),
-    time_budget: Optional[float] = typer.Option(None, help="Wall-clock cap per method's training, seconds."),
-    opt: list[str] = typer.Option([], "--opt", help="Method option key=value (all methods) or method.key=value; repeatable."),
-    weights_dir: Optional[Path] = typer.Option(None, help="Folder of local pretrained files (e.g. vgg16.pth)."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate at most this many samples per test split."),
-    occluders: Optional[Path] = typer.Option(None, help="Folder of extra RGBA PNG occluders for paired synthesis."),
+    steps: int | None = typer.Option(
+        None, help="Training steps for every method (default: each method's profile default)."
+    ),
+    time_budget: float | None = typer.Option(None, help="Wall-clock cap per method's training, seconds."),
+    opt: list[str] = typer.Option(
+        [], "--opt", help="Method option key=value (all methods) or method.key=value; repeatable."
+    ),
+    weights_dir: Path | None = typer.Option(None, help="Folder of local pretrained files (e.g. vgg16.pth)."),
+    limit: int | None = typer.Option(None, help="Evaluate at most this many samples per test split."),
+    occluders: Path | None = typer.Option(None, help="Folder of extra RGBA PNG occluders for paired synthesis."),
     batch_size: int = typer.Option(16, help="Evaluation batch size."),
 ) -> None:
     """Train (or load from cache) each method and evaluate all of them under the same protocol."""
@@ -97,10 +117,22 @@ def run(
         _fail("--methods is empty")
     try:
         config = RunConfig(
-            methods=names, dataset=dataset, profile=profile, image_size=image_size, mask_source=mask_source,
-            mask_threshold=mask_threshold, device=device, seed=seed, output=output, steps=steps,
-            time_budget=time_budget, options=_parse_options(opt), weights_dir=weights_dir, limit=limit,
-            occluders=occluders, batch_size=batch_size,
+            methods=names,
+            dataset=dataset,
+            profile=profile,
+            image_size=image_size,
+            mask_source=mask_source,
+            mask_threshold=mask_threshold,
+            device=device,
+            seed=seed,
+            output=output,
+            steps=steps,
+            time_budget=time_budget,
+            options=_parse_options(opt),
+            weights_dir=weights_dir,
+            limit=limit,
+            occluders=occluders,
+            batch_size=batch_size,
         )
         store = Runner(config, argv=sys.argv).run()
     except (RunError, FileNotFoundError, ValueError) as exc:
@@ -115,7 +147,7 @@ def run(
 @app.command()
 def report(
     runs: list[Path] = typer.Argument(None, help="Run folders (default: the newest run under results/runs)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default: <run>/report.html)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="HTML file (default: <run>/report.html)."),
     results: Path = typer.Option(Path("results"), help="Output root searched for the newest run."),
     examples: int = typer.Option(8, help="Samples in each qualitative grid."),
 ) -> None:
@@ -141,14 +173,16 @@ def data_preview(
     n: int = typer.Option(8, help="Faces per row."),
     seed: int = typer.Option(0),
     dataset: str = typer.Option("synthetic", help="'synthetic' or a CelebA folder."),
-    occluders: Optional[Path] = typer.Option(None, help="Folder of extra RGBA PNG occluders."),
+    occluders: Path | None = typer.Option(None, help="Folder of extra RGBA PNG occluders."),
 ) -> None:
     """Write a PNG grid of faces, synthetic and natural occlusions and their masks."""
     from bench.data.preview import preview_grid
     from bench.runner import RunConfig, RunError, resolve_dataset
 
     try:
-        bench, _ = resolve_dataset(RunConfig(methods=[], dataset=dataset, image_size=size, seed=seed, occluders=occluders))
+        bench, _ = resolve_dataset(
+            RunConfig(methods=[], dataset=dataset, image_size=size, seed=seed, occluders=occluders)
+        )
     except (RunError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,13 +197,19 @@ def perf(
     batch_size: int = typer.Option(8),
     device: str = typer.Option("auto"),
     repeats: int = typer.Option(5),
-    output: Optional[Path] = typer.Option(None, help="Also write the table as JSON here."),
+    output: Path | None = typer.Option(None, help="Also write the table as JSON here."),
 ) -> None:
     """Measure images/s (inference and training step), harness overhead and peak memory per method."""
     from bench.perf import run_perf
 
-    run_perf([m.strip() for m in methods.split(",") if m.strip()], [int(s) for s in sizes.split(",")],
-             batch_size=batch_size, device=device, repeats=repeats, output=output)
+    run_perf(
+        [m.strip() for m in methods.split(",") if m.strip()],
+        [int(s) for s in sizes.split(",")],
+        batch_size=batch_size,
+        device=device,
+        repeats=repeats,
+        output=output,
+    )
 
 
 def main() -> None:

@@ -51,14 +51,25 @@ def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str,
 
     profile = "paper" if size >= 128 else "quick"
     bench = build_synthetic(size=size, seed=0, identities=8, images_per_identity=4)
-    ctx = MethodContext(image_size=size, profile=profile, device=device, seed=0, options=dict(spec.options),
-                        attribute_names=bench.attribute_names)
+    ctx = MethodContext(
+        image_size=size,
+        profile=profile,
+        device=device,
+        seed=0,
+        options=dict(spec.options),
+        attribute_names=bench.attribute_names,
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     method = spec.load()(ctx)
-    row: dict[str, Any] = {"method": spec.name, "size": size, "profile": profile, "batch": batch_size,
-                           "device": str(device)}
+    row: dict[str, Any] = {
+        "method": spec.name,
+        "size": size,
+        "profile": profile,
+        "batch": batch_size,
+        "device": str(device),
+    }
     if method.trainable:
         data = TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
         method.setup_training(data)
@@ -99,11 +110,13 @@ def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str,
     batch = getattr(method, "batch_size", None)  # the training batch, for methods that expose it
     if method.trainable and isinstance(batch, int):
         row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
-    row.update({
-        "infer_images_per_s": round(n / t_bare, 2),
-        "harness_images_per_s": round(n / t_harness, 2),
-        "harness_overhead_ms_per_image": round(1000 * (t_harness - t_bare) / n, 2),
-    })
+    row.update(
+        {
+            "infer_images_per_s": round(n / t_bare, 2),
+            "harness_images_per_s": round(n / t_harness, 2),
+            "harness_overhead_ms_per_image": round(1000 * (t_harness - t_bare) / n, 2),
+        }
+    )
     if device.type == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     else:
@@ -111,8 +124,14 @@ def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str,
     return row
 
 
-def run_perf(methods: list[str], sizes: list[int], batch_size: int = 8, device: str = "auto", repeats: int = 5,
-             output: Path | None = None) -> list[dict[str, Any]]:
+def run_perf(
+    methods: list[str],
+    sizes: list[int],
+    batch_size: int = 8,
+    device: str = "auto",
+    repeats: int = 5,
+    output: Path | None = None,
+) -> list[dict[str, Any]]:
     import torch
     from rich.console import Console
     from rich.table import Table

@@ -109,7 +109,9 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
             info = PluginInfo(pname, getattr(plugin, "__version__", "-"), "(registered in process)")
             infos.append(info)
             by_name[pname] = info
-        caller = pm.subset_hook_caller("register_methods", remove_plugins=[p for p in pm.get_plugins() if p is not plugin])
+        caller = pm.subset_hook_caller(
+            "register_methods", remove_plugins=[p for p in pm.get_plugins() if p is not plugin]
+        )
 
         def register(spec: MethodSpec, _info: PluginInfo = info) -> None:
             if not isinstance(spec, MethodSpec):

@@ -245,14 +245,19 @@ class Runner:
         t0 = time.perf_counter()
         bench, occluder = resolve_dataset(cfg)
         self.console.print(
-            f"dataset {bench.name}: {bench.image_size}px, " + ", ".join(f"{k} {len(v)}" for k, v in bench.splits().items())
+            f"dataset {bench.name}: {bench.image_size}px, "
+            + ", ".join(f"{k} {len(v)}" for k, v in bench.splits().items())
             + f" ({time.perf_counter() - t0:.1f}s)"
         )
         splits = store_inputs(store, bench, cfg.limit)
         store.update_manifest(
             device=str(device),
-            data={"name": bench.name, "fingerprint": bench.fingerprint(), "info": bench.info,
-                  "splits": {k: len(v) for k, v in bench.splits().items()}},
+            data={
+                "name": bench.name,
+                "fingerprint": bench.fingerprint(),
+                "info": bench.info,
+                "splits": {k: len(v) for k, v in bench.splits().items()},
+            },
             plugins={i.name: i.version for i in registry.plugins},
         )
         methods: dict[str, Any] = {}
@@ -298,23 +303,44 @@ class Runner:
             return method
         steps = cfg.steps if cfg.steps is not None else method.default_steps()
         key = config_hash(
-            {"method": spec.name, "factory": spec.factory, "options": ctx.options, "profile": cfg.profile,
-             "size": cfg.image_size, "steps": steps, "seed": cfg.seed, "data": bench.fingerprint(),
-             "version": __version__}
+            {
+                "method": spec.name,
+                "factory": spec.factory,
+                "options": ctx.options,
+                "profile": cfg.profile,
+                "size": cfg.image_size,
+                "steps": steps,
+                "seed": cfg.seed,
+                "data": bench.fingerprint(),
+                "version": __version__,
+            }
         )
         folder = cfg.output / "checkpoints" / spec.name.replace(":", "_") / key
         final = folder / "model.pt"
         if final.exists():
             method.load_state_dict(load_checkpoint(final)["method"])
             self.console.print(f"{spec.name}: loaded cached checkpoint {final}")
-            store.set_status("training", spec.name, checkpoint=str(final), sha256=file_sha256(final), cached=True,
-                                    steps=steps, info=method.info())
+            store.set_status(
+                "training",
+                spec.name,
+                checkpoint=str(final),
+                sha256=file_sha256(final),
+                cached=True,
+                steps=steps,
+                info=method.info(),
+            )
             return method
         data = TrainData(bench.train_clean, bench.train_natural, occluder, bench.attribute_names, seed=cfg.seed)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=self.console) as bar:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[loss]}"),
+            console=self.console,
+        ) as bar:
             task = bar.add_task(f"train {spec.name}", total=steps, loss="")
 
             def on_step(step: int, losses: dict[str, float]) -> None:
@@ -327,8 +353,15 @@ class Runner:
         save_checkpoint(final, {"step": result.steps, "method": method.state_dict()})
         (folder / "last.pt").unlink(missing_ok=True)
         store.set_status(
-            "training", spec.name, checkpoint=str(final), sha256=file_sha256(final), cached=False, steps=result.steps,
-            train_seconds=round(result.seconds, 2), stopped_by_time=result.stopped_by_time, info=method.info(),
+            "training",
+            spec.name,
+            checkpoint=str(final),
+            sha256=file_sha256(final),
+            cached=False,
+            steps=result.steps,
+            train_seconds=round(result.seconds, 2),
+            stopped_by_time=result.stopped_by_time,
+            info=method.info(),
         )
         return method
 
@@ -400,9 +433,14 @@ class Runner:
         for j, i in enumerate(idx):
             area = float(true_mask[j].mean()) if true_mask is not None else None
             row = {
-                "label": job.label, "method": job.spec.name, "mask_source": job.mask_source, "split": split,
-                "sample": faces.ids[i], "occluder": faces.occluders[i] if faces.occluders else "",
-                "family": faces.families[i] if faces.families else "", "area": area,
+                "label": job.label,
+                "method": job.spec.name,
+                "mask_source": job.mask_source,
+                "split": split,
+                "sample": faces.ids[i],
+                "occluder": faces.occluders[i] if faces.occluders else "",
+                "family": faces.families[i] if faces.families else "",
+                "area": area,
                 "seconds": seconds,
             }
             row.update({k: float(v[j]) for k, v in scores.items()})
@@ -411,5 +449,12 @@ class Runner:
 
 
 def _spec_facts(spec: MethodSpec) -> dict[str, Any]:
-    return {"plugin": spec.plugin, "summary": spec.summary, "paper": spec.paper, "needs_mask": spec.needs_mask,
-            "predicts_mask": spec.predicts_mask, "reported": dict(spec.reported), "options": dict(spec.options)}
+    return {
+        "plugin": spec.plugin,
+        "summary": spec.summary,
+        "paper": spec.paper,
+        "needs_mask": spec.needs_mask,
+        "predicts_mask": spec.predicts_mask,
+        "reported": dict(spec.reported),
+        "options": dict(spec.options),
+    }

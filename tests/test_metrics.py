@@ -38,8 +38,15 @@ def test_ssim_cropped_equals_skimage_wang(pairs):
     pred, target = pairs
     ours = metrics.ssim(pred, target, crop=True)
     for i in range(len(pred)):
-        ref = sk_ssim(target[i] / 255.0, pred[i] / 255.0, gaussian_weights=True, sigma=1.5,
-                      use_sample_covariance=False, data_range=1.0, channel_axis=-1)
+        ref = sk_ssim(
+            target[i] / 255.0,
+            pred[i] / 255.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=-1,
+        )
         assert ours[i] == pytest.approx(ref, abs=1e-6)
 
 

@@ -23,8 +23,10 @@ def test_truncated_metrics_line_is_dropped_and_appends_stay_parseable(tmp_path):
 
 def test_summary_mean_std_ci(tmp_path):
     store = RunStore(tmp_path)
-    rows = [{"label": "m", "method": "m", "mask_source": "own", "split": "s", "sample": str(i), "psnr": v}
-            for i, v in enumerate([10.0, 12.0, 14.0])]
+    rows = [
+        {"label": "m", "method": "m", "mask_source": "own", "split": "s", "sample": str(i), "psnr": v}
+        for i, v in enumerate([10.0, 12.0, 14.0])
+    ]
     store.append_rows("m", rows)
     s = summarize(store.frame()).iloc[0]
     assert s["n"] == 3 and s["psnr_mean"] == 12.0 and s["psnr_std"] == 2.0

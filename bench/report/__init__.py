@@ -51,8 +51,16 @@ def _table(summary, split: str, columns: list[tuple[str, str, int]], reported: d
         r = r.to_dict()
         cells = [_metric_cell(r, col, d) for col, _, d in columns]
         paper = reported.get(r["method"], {})
-        rows.append({"label": r["label"], "method": r["method"], "mask": r["mask_source"], "n": int(r["n"]),
-                     "cells": cells, "paper": [_fmt(paper.get(c), d) if c in paper else "" for c, _, d in columns]})
+        rows.append(
+            {
+                "label": r["label"],
+                "method": r["method"],
+                "mask": r["mask_source"],
+                "n": int(r["n"]),
+                "cells": cells,
+                "paper": [_fmt(paper.get(c), d) if c in paper else "" for c, _, d in columns],
+            }
+        )
     return {"headers": [h for _, h, _ in columns], "rows": rows}
 
 
@@ -87,12 +95,19 @@ def _grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> 
         columns.append("ground truth")
     rows = []
     for sid in samples:
-        cells = [{"img": _data_uri(store.input_path(split, "input", sid)), "mask": _data_uri(store.input_path(split, "mask", sid))}]
+        cells = [
+            {
+                "img": _data_uri(store.input_path(split, "input", sid)),
+                "mask": _data_uri(store.input_path(split, "mask", sid)),
+            }
+        ]
         for label in labels:
-            cells.append({
-                "img": _data_uri(store.prediction_path(label, split, sid)),
-                "mask": _data_uri(store.prediction_path(label, split, sid, mask=True)),
-            })
+            cells.append(
+                {
+                    "img": _data_uri(store.prediction_path(label, split, sid)),
+                    "mask": _data_uri(store.prediction_path(label, split, sid, mask=True)),
+                }
+            )
         if has_gt:
             cells.append({"img": _data_uri(store.input_path(split, "gt", sid)), "mask": None})
         rows.append({"sample": sid, "cells": cells})
@@ -158,7 +173,14 @@ def summary_table(store: RunStore) -> None:
     if not summary.empty:
         for _, r in summary.iterrows():
             r = r.to_dict()
-            table.add_row(r["method"], r["mask_source"], r["split"], str(int(r["n"])), _fmt(r.get("psnr_mean"), 2),
-                          _fmt(r.get("ssim_mean"), 3), _fmt(r.get("mask_iou_mean"), 3))
+            table.add_row(
+                r["method"],
+                r["mask_source"],
+                r["split"],
+                str(int(r["n"])),
+                _fmt(r.get("psnr_mean"), 2),
+                _fmt(r.get("ssim_mean"), 3),
+                _fmt(r.get("mask_iou_mean"), 3),
+            )
     Console(stderr=True).print(table)
     Console(stderr=True).print(f"results: {store.root}")

@@ -1,0 +1,162 @@
+"""End to end: `bench run` in a real process on the embedded set, resume after a kill, the report in Chromium."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_plugins import THIRD_PARTY
+
+BENCH = [sys.executable, "-m", "bench.cli"]
+LIMIT = 24
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def _run(args, env=None, timeout=600):
+    return subprocess.run(BENCH + args, capture_output=True, text=True, env=env or _env(), timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def classical_run(tmp_path_factory):
+    """identity + telea (oracle masks) + a third-party plugin from a dist-info on the path."""
+    root = tmp_path_factory.mktemp("run")
+    site = root / "site"
+    site.mkdir()
+    (site / "deocc_meanfill.py").write_text(THIRD_PARTY)
+    info = site / "deocc_meanfill-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: deocc_meanfill\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[deocc_bench]\nmeanfill = deocc_meanfill\n")
+    env = _env(PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = root / "results"
+    result = _run(
+        [
+            "run",
+            "--methods",
+            "identity,telea,meanfill",
+            "--mask-source",
+            "gt",
+            "--limit",
+            str(LIMIT),
+            "--output",
+            str(out),
+        ],
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (out / "runs").iterdir()
+    return run_dir
+
+
+def test_run_writes_the_run_folder(classical_run):
+    manifest = json.loads((classical_run / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["data"]["fingerprint"] and manifest["versions"]["torch"]
+    assert set(manifest["methods"]) == {"identity", "telea@gt", "meanfill@gt"}
+    preds = list((classical_run / "predictions" / "telea@gt" / "test_paired").glob("*.png"))
+    assert len(preds) == LIMIT
+    summary = pd.read_csv(classical_run / "summary.csv")
+    assert set(summary["label"]) == {"identity", "telea@gt", "meanfill@gt"}
+
+
+def test_telea_beats_identity_and_meanfill_runs(classical_run):
+    summary = pd.read_csv(classical_run / "summary.csv").set_index(["label", "split"])
+    ident, telea = summary.loc[("identity", "test_paired")], summary.loc[("telea@gt", "test_paired")]
+    assert telea["psnr_mean"] > ident["psnr_mean"] + 1.0
+    assert telea["ssim_mean"] > ident["ssim_mean"]
+    # Clean faces get an empty oracle mask, so mask-requiring methods must leave them untouched.
+    assert summary.loc[("telea@gt", "test_clean"), "psnr_mean"] > 60 or pd.isna(
+        summary.loc[("telea@gt", "test_clean"), "psnr_mean"]
+    )
+    assert summary.loc[("meanfill@gt", "test_paired"), "n"] == LIMIT
+
+
+def test_killed_run_resumes_without_recomputing(tmp_path):
+    out = tmp_path / "results"
+    args = [
+        "run",
+        "--methods",
+        "identity,telea",
+        "--mask-source",
+        "gt",
+        "--limit",
+        "40",
+        "--batch-size",
+        "1",
+        "--output",
+        str(out),
+    ]
+    proc = subprocess.Popen(BENCH + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.time() + 300
+    metrics = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out.glob("runs/*/metrics/telea@gt.jsonl"))
+        if found and found[0].stat().st_size > 0:
+            metrics = found[0]
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert metrics is not None, "the run ended before it could be killed"
+    run_dir = metrics.parents[1]
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+    before = {line for line in metrics.read_text().splitlines() if line.endswith("}")}
+    result = _run(args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.name for p in (out / "runs").iterdir()] == [run_dir.name]  # the same run folder, resumed
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip().endswith("}")]
+    keys = [(r["split"], r["sample"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 3 * 40  # every sample exactly once across the kill
+    assert before <= set(metrics.read_text().splitlines())  # rows from before the kill were kept
+
+
+def test_oagan_mask_source_without_oagan_is_a_clear_error(tmp_path):
+    result = _run(["run", "--methods", "telea", "--output", str(tmp_path)], env=_env(DEOCC_DISABLE_PLUGINS="oagan"))
+    assert result.returncode == 2
+    assert "no plugin registers 'oagan'" in result.stderr and "--mask-source gt" in result.stderr
+
+
+def test_unknown_method_is_a_clear_error(tmp_path):
+    result = _run(["run", "--methods", "teleaa", "--output", str(tmp_path)])
+    assert result.returncode == 2 and "did you mean telea" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")
+def test_report_renders_in_headless_chromium(classical_run, tmp_path):
+    result = _run(["report", str(classical_run)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = Path(result.stdout.strip())
+    assert html == classical_run / "report.html"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "Table III" in dom.stdout and "telea@gt" in dom.stdout
+    assert dom.stdout.count("<img") >= 3 * (1 + 3 + 1)  # input, three methods, ground truth per row
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,2000", html.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
