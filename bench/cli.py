@@ -15,6 +15,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Look at the data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(
+    help="The user study of the paper's Fig. 11: export blinded forms, tally answers.", no_args_is_help=True
+)
+app.add_typer(study_app, name="study")
 
 
 def _fail(message: str) -> None:
@@ -188,6 +192,43 @@ def data_preview(
     out.parent.mkdir(parents=True, exist_ok=True)
     preview_grid(bench, out, n=n)
     typer.echo(str(out))
+
+
+@study_app.command("export")
+def study_export(
+    run: Path = typer.Argument(..., help="Run folder."),
+    methods: str = typer.Option(
+        ..., "--methods", "-m", help="Comma-separated labels to compare (e.g. oagan,pconv@oagan)."
+    ),
+    items: int = typer.Option(300, help="Faces per participant (paper: 300)."),
+    participants: int = typer.Option(3, help="Participants (paper: 3)."),
+    split: str = typer.Option("test_natural", help="Which test split to show."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write one blinded, randomised offline HTML form per participant (and the key) into <run>/user_study."""
+    from bench.userstudy import export
+
+    try:
+        folder = export(run, [m.strip() for m in methods.split(",") if m.strip()], items, participants, seed, split)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(str(folder))
+
+
+@study_app.command("tally")
+def study_tally(
+    run: Path = typer.Argument(..., help="Run folder."),
+    answers: list[Path] = typer.Argument(..., help="Answer JSON files saved from the forms."),
+) -> None:
+    """Percentage of "best" votes per method with Wilson 95% intervals (shown by `bench report`)."""
+    from bench.userstudy import tally
+
+    try:
+        rows = tally(run, answers)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for r in rows:
+        typer.echo(f"{r['method']}: {r['percent']:.1f}% [{r['ci95_low']:.1f}, {r['ci95_high']:.1f}] of {r['n']}")
 
 
 @app.command()

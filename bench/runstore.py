@@ -158,7 +158,11 @@ class RunStore:
 
 
 def summarize(df):
-    """label x split: n, mean, std and 95% CI half-width of each metric (infinite values dropped)."""
+    """label x split: n, mean, std and 95% CI half-width of each metric.
+
+    Infinite values (PSNR of an unchanged image) are left out of the mean; a metric that is infinite
+    for every image is reported as infinite.
+    """
     import pandas as pd
 
     if df.empty:
@@ -171,7 +175,12 @@ def summarize(df):
         for col in METRIC_COLUMNS:
             if col not in group:
                 continue
-            values = group[col].replace([math.inf, -math.inf], np.nan).dropna()
+            values = group[col].dropna()
+            finite = values[np.isfinite(values)]
+            if finite.empty and (values == math.inf).any():  # e.g. PSNR of untouched clean faces
+                rec[f"{col}_mean"], rec[f"{col}_std"], rec[f"{col}_ci95"] = math.inf, 0.0, 0.0
+                continue
+            values = finite
             if values.empty:
                 continue
             rec[f"{col}_mean"] = values.mean()

@@ -160,3 +160,39 @@ def test_report_renders_in_headless_chromium(classical_run, tmp_path):
         timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_user_study_export_and_tally(classical_run, tmp_path):
+    result = _run(
+        [
+            "study",
+            "export",
+            str(classical_run),
+            "--methods",
+            "identity,telea@gt,meanfill@gt",
+            "--items",
+            "5",
+            "--participants",
+            "2",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = classical_run / "user_study"
+    key = json.loads((folder / "key.json").read_text())
+    page = (folder / "participant_0.html").read_text()
+    assert "telea" not in page and page.count("data:image/png") == 5 * 4  # blinded: input + 3 outputs
+    # Participant 0 always picks telea, participant 1 always identity.
+    files = []
+    for p, wanted in (("0", "telea@gt"), ("1", "identity")):
+        choices = {
+            str(i): next(k for k, v in item["letters"].items() if v == wanted)
+            for i, item in enumerate(key["participants"][p])
+        }
+        path = tmp_path / f"a{p}.json"
+        path.write_text(json.dumps({"participant": int(p), "choices": choices}))
+        files.append(str(path))
+    result = _run(["study", "tally", str(classical_run), *files])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "telea@gt: 50.0%" in result.stdout and "meanfill@gt: 0.0%" in result.stdout
+    rows = json.loads((folder / "results.json").read_text())
+    assert all(r["ci95_low"] <= r["percent"] <= r["ci95_high"] for r in rows)

@@ -65,22 +65,23 @@ def _table(summary, split: str, columns: list[tuple[str, str, int]], reported: d
 
 
 def _breakdown(df, key: str, metric: str = "psnr") -> dict:
+    """Mean ``metric`` on the paired test set: one row per ``key`` value, one column per method."""
     part = df[(df["split"] == "test_paired") & df[metric].notna()] if metric in df else df.iloc[0:0]
+    part = part[part[metric] != math.inf] if not part.empty else part
     if part.empty:
         return {"columns": [], "rows": []}
-    table = part.pivot_table(index="label", columns=key, values=metric, aggfunc="mean")
+    table = part.pivot_table(index=key, columns="label", values=metric, aggfunc="mean")
     counts = part.groupby(key)["sample"].nunique()
-    cols = [str(c) for c in table.columns]
     lo, hi = float(table.min().min()), float(table.max().max())
     rows = []
-    for label, values in table.iterrows():
+    for value, means in table.iterrows():
         cells = []
-        for c in table.columns:
-            v = values[c]
+        for label in table.columns:
+            v = means[label]
             width = 0 if math.isnan(v) or hi == lo else 100 * (v - lo) / (hi - lo)
             cells.append({"text": _fmt(v, 2), "width": round(width)})
-        rows.append({"label": label, "cells": cells})
-    return {"columns": [f"{c} (n={counts[c0]})" for c, c0 in zip(cols, table.columns, strict=True)], "rows": rows}
+        rows.append({"label": f"{value} (n={counts[value]})", "cells": cells})
+    return {"columns": [str(c) for c in table.columns], "rows": rows}
 
 
 def _grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> dict:
@@ -114,6 +115,13 @@ def _grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> 
     return {"columns": columns, "rows": rows}
 
 
+def _study(store: RunStore) -> list[dict] | None:
+    import json
+
+    path = store.root / "user_study" / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     manifest = store.manifest()
     df = store.frame()
@@ -142,6 +150,7 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         "grids": [
             {"split": s, "title": SPLIT_TITLES[s], **_grid(store, df, s, labels, examples)} for s in SPLIT_TITLES
         ],
+        "study": _study(store),
         "failed": {k: v.get("error") for k, v in manifest.get("methods", {}).items() if v.get("status") == "failed"},
     }
 
