@@ -1,0 +1,318 @@
+"""CelebA in its official layout, resolved into the benchmark's splits.
+
+The Eyeglasses attribute is the natural occlusion (as OA-GAN's "with glasses" lists): glasses images
+train the unpaired path and are the natural test probes; the others are clean faces, from which the
+paired test set is synthesised once with a fixed seed. CelebA's partitions are identity-disjoint, so
+identification (Fig. 12) uses the test partition alone: clean gallery, occluded/de-occluded probes.
+
+Geometry: every face is mapped to one 5-point template, LightCNN's 128 px test geometry (eye centre at
+y=40, eye-to-mouth 48 px), so the identification network sees the alignment it was trained for. With
+``list_landmarks_align_celeba.txt`` each face gets its own similarity transform; without it, the aligned
+images share CelebA's fixed template and one fixed crop does the same job.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bench.data.types import PAPER_ATTRIBUTES, Benchmark, FaceSet, Occluder
+
+IMAGE_DIR = "img_align_celeba"
+ATTR_FILE = "list_attr_celeba.txt"
+IDENTITY_FILE = "identity_CelebA.txt"
+PARTITION_FILE = "list_eval_partition.txt"
+LANDMARK_FILE = "list_landmarks_align_celeba.txt"
+
+ALIGNED_SIZE = (178, 218)  # (W, H) of every img_align_celeba image
+# Mean of list_landmarks_align_celeba.txt (x, y): where the fixed template puts the five points.
+CELEBA_MEAN_LANDMARKS = np.array([[69, 111], [108, 111], [89, 134], [72, 152], [106, 152]], np.float32)
+# Square crop (x0, y0, x1, y1) of the aligned image that puts those points at LightCNN's 128 px geometry.
+FIXED_CROP = (34.0, 77.0, 144.0, 187.0)
+
+
+class DataError(ValueError):
+    """A dataset on disk is missing, incomplete or malformed; the message names the file and the fix."""
+
+
+def canonical_landmarks(size: int) -> np.ndarray:
+    """The 5-point template (eye L, eye R, nose, mouth L, mouth R) at ``size`` px, float32 [5,2]."""
+    x0, y0, x1, _ = FIXED_CROP
+    return ((CELEBA_MEAN_LANDMARKS - (x0, y0)) * (size / (x1 - x0))).astype(np.float32)
+
+
+def load_celeba(
+    root: str | Path,
+    size: int = 128,
+    seed: int = 0,
+    limit: int | None = None,
+    occluder: Occluder | None = None,
+) -> Benchmark:
+    """Load CelebA from ``root`` (img_align_celeba/ plus the Anno/Eval text files) at ``size`` px.
+
+    ``limit`` caps each split, taking whole identities in a seeded order (so test probes keep their
+    gallery mates); ``occluder`` synthesises the paired test set (default: the occlusion generator).
+    """
+    root = Path(root)
+    if not (root / IMAGE_DIR).is_dir():
+        raise DataError(f"{root / IMAGE_DIR}: not found. {_layout_hint(root)}")
+    partition = _read_pairs(root / PARTITION_FILE, root, valid={0, 1, 2})
+    identity = _read_pairs(root / IDENTITY_FILE, root)
+    attr_names, attrs = _read_table(root / ATTR_FILE, root, values={-1, 0, 1})
+    landmark_path = root / LANDMARK_FILE
+    landmarks = _read_table(landmark_path, root, width=10)[1] if landmark_path.is_file() else None
+    missing = [name for name in (*PAPER_ATTRIBUTES, "Eyeglasses") if name not in attr_names]
+    if missing:
+        raise DataError(f"{root / ATTR_FILE}: the header lacks {missing}; it must name CelebA's 40 attributes")
+
+    files = list(partition)
+    for name, listing in ((IDENTITY_FILE, identity), (ATTR_FILE, attrs), (LANDMARK_FILE, landmarks)):
+        if listing is not None:
+            _require_listed(files, listing, root / name)
+    _require_images(files, root)
+    split = np.array([partition[f] for f in files])
+    ids = np.array([identity[f] for f in files], np.int64)
+    table = np.array([attrs[f] for f in files]) == 1
+    glasses = table[:, attr_names.index("Eyeglasses")]
+    attributes = table[:, [attr_names.index(name) for name in PAPER_ATTRIBUTES]].astype(np.float32)
+    points = None if landmarks is None else np.array([landmarks[f] for f in files], np.float32).reshape(-1, 5, 2)
+    rank = _identity_rank(ids, seed)
+
+    def faces(select: np.ndarray) -> FaceSet:
+        index = np.flatnonzero(select)
+        if limit is not None and len(index) > limit:
+            index = np.sort(index[np.argsort(rank[ids[index]], kind="stable")][:limit])
+        names = [files[i] for i in index]
+        images, aligned = _load_images(root, names, size, None if points is None else points[index])
+        return FaceSet(
+            images=images,
+            identities=ids[index],
+            attributes=attributes[index],
+            landmarks=aligned,
+            ids=[Path(f).stem for f in names],
+        )
+
+    train_clean = faces((split == 0) & ~glasses)
+    train_natural = faces((split == 0) & glasses)
+    test_clean = faces((split == 2) & ~glasses)
+    test_natural = faces((split == 2) & glasses)
+    test_natural.occluders = ["natural/eyeglasses"] * len(test_natural)
+    test_natural.families = ["eyeglasses"] * len(test_natural)
+    if occluder is None:
+        from bench.data.occluders import OcclusionGenerator
+
+        occluder = OcclusionGenerator(size)
+    bench = Benchmark(
+        name="celeba",
+        attribute_names=PAPER_ATTRIBUTES,
+        train_clean=train_clean,
+        train_natural=train_natural,
+        test_paired=occlude(test_clean, occluder, np.random.default_rng(seed)),
+        test_natural=test_natural,
+        test_clean=test_clean,
+    )
+    bench.info = {
+        "source": "celeba",
+        "root": str(root),
+        "size": size,
+        "seed": seed,
+        "limit": limit,
+        "alignment": "5-point similarity (landmark file)" if landmarks is not None else "fixed crop",
+        "counts": {key: len(value) for key, value in bench.splits().items()},
+    }
+    return bench
+
+
+def occlude(clean: FaceSet, occluder: Occluder, rng: np.random.Generator) -> FaceSet:
+    """``clean`` with one synthetic occlusion per face, ground truth and mask kept for evaluation."""
+    size = clean.size
+    images, masks = np.empty_like(clean.images), np.empty(clean.images.shape[:3], np.uint8)
+    types, families = [], []
+    for i in range(len(clean)):
+        occ = occluder(clean.images[i], clean.landmarks[i], rng)
+        if occ.image.shape != (size, size, 3) or occ.mask.shape != (size, size):
+            raise ValueError(f"occluder returned {occ.image.shape}/{occ.mask.shape} for a {size}x{size} face")
+        images[i], masks[i] = occ.image, occ.mask
+        types.append(occ.type_name)
+        families.append(occ.family)
+    return FaceSet(
+        images=images,
+        identities=clean.identities,
+        attributes=clean.attributes,
+        landmarks=clean.landmarks,
+        ids=list(clean.ids),
+        clean=clean.images,
+        masks=masks,
+        occluders=types,
+        families=families,
+    )
+
+
+def read_rgb(path: Path, scale: float = 1.0) -> tuple[np.ndarray, int]:
+    """Decode an image as RGB uint8 [H,W,3]; a JPEG that will be shrunk by ``scale`` anyway is decoded
+    at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling). Returns (image, original pixels per decoded pixel)."""
+    import cv2
+
+    factor = next((f for f in (8, 4, 2) if scale * f <= 1.0), 1)
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+    flags[8] = cv2.IMREAD_REDUCED_COLOR_8
+    try:
+        image = cv2.imdecode(np.fromfile(path, np.uint8), flags[factor])
+    except (OSError, cv2.error) as err:
+        raise DataError(f"{path}: cannot be read ({err})") from err
+    if image is None:
+        raise DataError(f"{path}: cannot be decoded as an image (corrupt or not an image); replace or delete it")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size`` x ``size``: area averaging when shrinking (no aliasing), bilinear otherwise."""
+    import cv2
+
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _load_images(
+    root: Path, names: list[str], size: int, landmarks: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode, align and resize ``names`` in parallel (OpenCV releases the GIL)."""
+
+    def one(k: int) -> tuple[np.ndarray, np.ndarray]:
+        path = root / IMAGE_DIR / names[k]
+        if landmarks is None:
+            return _crop_fixed(path, size), canonical_landmarks(size)
+        return _align(path, landmarks[k], size)
+
+    images = np.empty((len(names), size, size, 3), np.uint8)
+    points = np.empty((len(names), 5, 2), np.float32)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for k, (image, lm) in enumerate(pool.map(one, range(len(names)))):
+            images[k], points[k] = image, lm
+    return images, points
+
+
+def _crop_fixed(path: Path, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = FIXED_CROP
+    image, factor = read_rgb(path, size / (x1 - x0))
+    height, width = image.shape[:2]
+    if abs(width * factor - ALIGNED_SIZE[0]) >= factor or abs(height * factor - ALIGNED_SIZE[1]) >= factor:
+        raise DataError(
+            f"{path}: is {width * factor}x{height * factor}, not CelebA's aligned {ALIGNED_SIZE[0]}x"
+            f"{ALIGNED_SIZE[1]}; use the original img_align_celeba files or add {LANDMARK_FILE}"
+        )
+    crop = image[round(y0 / factor) : round(y1 / factor), round(x0 / factor) : round(x1 / factor)]
+    return resize(crop, size)
+
+
+def _align(path: Path, points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity transform of the five landmarks onto the template, then warp."""
+    import cv2
+
+    matrix, _ = cv2.estimateAffinePartial2D(points, canonical_landmarks(size), method=cv2.LMEDS)
+    if matrix is None:
+        raise DataError(f"{path}: its landmarks {points.tolist()} in {LANDMARK_FILE} are degenerate")
+    image, factor = read_rgb(path, float(np.hypot(*matrix[:, 0])))
+    warp = matrix.copy()
+    warp[:, :2] *= factor  # decoded pixel -> original pixel -> template
+    image = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return image, (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def _identity_rank(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Rank of each identity in one seeded shuffle, shared by all splits (indexable by identity)."""
+    unique = np.unique(ids)
+    rank = np.zeros(int(unique.max()) + 1 if len(unique) else 0, np.int64)
+    rank[np.random.default_rng(seed).permutation(unique)] = np.arange(len(unique))
+    return rank
+
+
+def _layout_hint(root: Path) -> str:
+    found = sorted(p.name for p in root.iterdir())[:12] if root.is_dir() else "nothing (folder missing)"
+    return (
+        f"A CelebA root holds {IMAGE_DIR}/ (from Img/img_align_celeba.zip), {ATTR_FILE}, {IDENTITY_FILE} "
+        f"(from Anno/), {PARTITION_FILE} (from Eval/) and optionally {LANDMARK_FILE}; {root} has: {found}"
+    )
+
+
+def _lines(path: Path, root: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: not found. {_layout_hint(root)}")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def _ints(path: Path, number: int, tokens: list[str]) -> list[int]:
+    try:
+        return [int(t) for t in tokens]
+    except ValueError:
+        raise DataError(f"{path}, line {number}: expected integers after the file name, got {tokens[:12]}") from None
+
+
+def _read_pairs(path: Path, root: Path, valid: set[int] | None = None) -> dict[str, int]:
+    """``<file> <int>`` per line (identity and partition files)."""
+    out = {}
+    for number, line in enumerate(_lines(path, root), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise DataError(f"{path}, line {number}: expected '<file> <integer>', got {line[:80]!r}")
+        value = _ints(path, number, fields[1:])[0]
+        if valid is not None and value not in valid:
+            raise DataError(f"{path}, line {number}: value {value} is not one of {sorted(valid)}")
+        out[fields[0]] = value
+    if not out:
+        raise DataError(f"{path}: is empty")
+    return out
+
+
+def _read_table(
+    path: Path, root: Path, values: set[int] | None = None, width: int | None = None
+) -> tuple[list[str], dict[str, list[int]]]:
+    """CelebA's annotation layout: a count line, a header of column names, ``<file> <int>*`` rows."""
+    lines = _lines(path, root)
+    if len(lines) < 2 or not lines[0].strip().isdigit():
+        raise DataError(f"{path}, line 1: expected the row count, then a header line of column names")
+    header = lines[1].split()
+    if width is not None and len(header) != width:
+        raise DataError(f"{path}, line 2: expected a header of {width} column names, got {len(header)}")
+    rows = {}
+    for number, line in enumerate(lines[2:], 3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != len(header) + 1:
+            raise DataError(
+                f"{path}, line {number}: expected {len(header) + 1} fields (file name + {len(header)} values "
+                f"as in the header), got {len(fields)}: {line[:80]!r}"
+            )
+        row = _ints(path, number, fields[1:])
+        if values is not None and not set(row) <= values:
+            raise DataError(f"{path}, line {number}: values must be in {sorted(values)}, got {sorted(set(row))}")
+        rows[fields[0]] = row
+    if len(rows) != int(lines[0]):
+        raise DataError(f"{path}: line 1 announces {int(lines[0])} rows but the file has {len(rows)} (truncated?)")
+    return header, rows
+
+
+def _require_listed(files: list[str], table: dict, path: Path) -> None:
+    absent = [f for f in files if f not in table]
+    if absent:
+        raise DataError(
+            f"{path}: {len(absent)} image(s) of {PARTITION_FILE} are not listed, e.g. {absent[:3]}; "
+            "all annotation files must come from the same CelebA release"
+        )
+
+
+def _require_images(files: list[str], root: Path) -> None:
+    present = set(os.listdir(root / IMAGE_DIR))
+    absent = [f for f in files if f not in present]
+    if absent:
+        raise DataError(
+            f"{root / IMAGE_DIR}: {len(absent)} of the {len(files)} images in {PARTITION_FILE} are missing, "
+            f"e.g. {absent[:3]}; unpack the whole img_align_celeba.zip or trim the annotation files to match"
+        )

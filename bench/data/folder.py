@@ -1,0 +1,61 @@
+"""A user's own occluded faces from a plain image folder (natural occlusion: no mask, no ground truth).
+
+Faces are expected roughly aligned and centred (as face crops usually are): each image is centre-cropped
+to a square and resized, and given the canonical landmarks of the CelebA template. Sub-folders name
+identities (``root/<person>/<image>``), so the identification protocol can use them; flat folders are
+one identity, 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.data.celeba import DataError, canonical_landmarks, read_rgb, resize
+from bench.data.types import PAPER_ATTRIBUTES, FaceSet
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_folder(path: str | Path, size: int = 128) -> FaceSet:
+    """Every image under ``path`` (recursively) as a ``size`` px face; identity = top sub-folder."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; pass a folder of face images (sub-folders per person optional)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        found = sorted(p.name for p in root.iterdir())[:12]
+        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or below; it has: {found}")
+    groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
+    names = sorted(set(groups))
+    images = np.stack([_square(p, size) for p in files])
+    return FaceSet(
+        images=images,
+        identities=np.array([names.index(g) for g in groups], np.int64),
+        attributes=np.zeros((len(files), len(PAPER_ATTRIBUTES)), np.float32),
+        landmarks=np.repeat(canonical_landmarks(size)[None], len(files), 0),
+        ids=["__".join(p.relative_to(root).with_suffix("").parts) for p in files],
+        occluders=["natural"] * len(files),
+        families=["natural"] * len(files),
+    )
+
+
+def _square(path: Path, size: int) -> np.ndarray:
+    """Centre square crop of the image, resized to ``size``."""
+    image, _ = read_rgb(path, size / _short_side_hint(path))
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize(image[top : top + side, left : left + side], size)
+
+
+def _short_side_hint(path: Path) -> float:
+    """The image's shorter side from its header (cheap), so large JPEGs can be decoded at reduced size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return float(min(img.size))
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"{path}: cannot be decoded as an image ({err}); replace or delete it") from err
