@@ -112,6 +112,9 @@ def run(
     limit: int | None = typer.Option(None, help="Evaluate at most this many samples per test split."),
     occluders: Path | None = typer.Option(None, help="Folder of extra RGBA PNG occluders for paired synthesis."),
     batch_size: int = typer.Option(16, help="Evaluation batch size."),
+    identification: bool = typer.Option(False, help="Also run the rank-1..5 identification protocol (Fig. 12)."),
+    id_weights: Path | None = typer.Option(None, help="Local LightCNN-9 weights (official layout); else trained."),
+    id_steps: int | None = typer.Option(None, help="LightCNN-9 training steps (default 300 quick, 2000 paper)."),
 ) -> None:
     """Train (or load from cache) each method and evaluate all of them under the same protocol."""
     from bench.runner import RunConfig, RunError, Runner

@@ -52,6 +52,9 @@ class RunConfig:
     limit: int | None = None
     occluders: Path | None = None
     batch_size: int = 16
+    identification: bool = False  # the Fig. 12 protocol (trains a LightCNN-9 unless id_weights is given)
+    id_weights: Path | None = None
+    id_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILE_SIZE:
@@ -272,9 +275,51 @@ class Runner:
                 failed.append(job.label)
                 store.set_status("methods", job.label, status="failed", error=f"{type(exc).__name__}: {exc}")
                 self.console.print(f"[red]{job.label} failed: {type(exc).__name__}: {exc}")
+        if cfg.identification:
+            try:
+                self._identification(store, bench, splits, [j.label for j in jobs if j.label not in failed], device)
+            except Exception as exc:
+                failed.append("identification")
+                self.console.print(f"[red]identification failed: {type(exc).__name__}: {exc}")
         write_summary(store)
         store.update_manifest(status="complete" if not failed else "failed", failed=failed, finished=now())
         return store
+
+    def _identification(self, store: RunStore, bench: Benchmark, splits, labels: list[str], device) -> None:
+        """Fig. 12: rank-1..5 of natural-occlusion probes against a clean gallery, before and after
+        de-occlusion, with a LightCNN-9 from a local file or trained on the clean training faces."""
+        from dataclasses import replace
+
+        from bench.identification import embedder, identification_protocol
+        from bench.runstore import write_json
+
+        cfg = self.config
+        steps = cfg.id_steps if cfg.id_steps is not None else (300 if cfg.profile == "quick" else 2000)
+        self.console.print(f"identification: LightCNN-9 ({cfg.id_weights or f'trained for {steps} steps'})")
+        model = embedder(
+            weights=cfg.id_weights,
+            image_size=cfg.image_size,
+            faces=bench.train_clean,
+            steps=steps,
+            seed=cfg.seed,
+            device=device,
+        )
+        probes_split = splits["test_natural"]
+        probes = {"occluded input": probes_split}
+        for label in labels:
+            paths = [store.prediction_path(label, "test_natural", sid) for sid in probes_split.ids]
+            if all(p.exists() for p in paths):
+                probes[label] = replace(probes_split, images=np.stack([read_png(p) for p in paths]))
+        result = identification_protocol(model, splits["test_clean"], probes, seed=cfg.seed)
+        write_json(
+            store.root / "identification.json",
+            {
+                "model": str(cfg.id_weights or f"LightCNN-9 trained {steps} steps on train_clean"),
+                "probes": "test_natural",
+                "gallery": "test_clean, one image per identity",
+                "results": result,
+            },
+        )
 
     # training -----------------------------------------------------------------------------------
     def _context(self, spec: MethodSpec, bench: Benchmark, device) -> MethodContext:

@@ -52,6 +52,9 @@ def classical_run(tmp_path_factory):
             str(LIMIT),
             "--output",
             str(out),
+            "--identification",
+            "--id-steps",
+            "20",
         ],
         env=env,
     )
@@ -69,6 +72,14 @@ def test_run_writes_the_run_folder(classical_run):
     assert len(preds) == LIMIT
     summary = pd.read_csv(classical_run / "summary.csv")
     assert set(summary["label"]) == {"identity", "telea@gt", "meanfill@gt"}
+
+
+def test_identification_protocol_ranks(classical_run):
+    result = json.loads((classical_run / "identification.json").read_text())["results"]
+    assert {"occluded input", "identity", "telea@gt", "meanfill@gt"} <= set(result)
+    for row in result.values():
+        ranks = [row[f"rank{k}"] for k in range(1, 6)]
+        assert row["probes"] > 0 and ranks == sorted(ranks) and 0 <= ranks[0] <= ranks[-1] <= 1
 
 
 def test_telea_beats_identity_and_meanfill_runs(classical_run):

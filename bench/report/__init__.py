@@ -115,6 +115,13 @@ def _grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> 
     return {"columns": columns, "rows": rows}
 
 
+def _identification(store: RunStore) -> dict | None:
+    import json
+
+    path = store.root / "identification.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _study(store: RunStore) -> list[dict] | None:
     import json
 
@@ -151,6 +158,7 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
             {"split": s, "title": SPLIT_TITLES[s], **_grid(store, df, s, labels, examples)} for s in SPLIT_TITLES
         ],
         "study": _study(store),
+        "identification": _identification(store),
         "failed": {k: v.get("error") for k, v in manifest.get("methods", {}).items() if v.get("status") == "failed"},
     }
 

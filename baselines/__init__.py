@@ -1,0 +1,1 @@
+"""Reimplemented baseline methods, each registered by a thin adapter in plugins/."""

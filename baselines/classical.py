@@ -1,0 +1,60 @@
+"""Reference points without learning: the occluded input itself, and Telea's fast-marching inpainting.
+
+``identity`` is the floor every method must beat; ``telea`` (OpenCV ``INPAINT_TELEA``, Telea 2004, the
+paper's ref. [10]) shows what a purely local, diffusion-like fill achieves when given the mask.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from bench.method import Method, MethodContext, Restoration
+
+
+class IdentityMethod(Method):
+    """Returns the input unchanged."""
+
+    trainable = False
+
+    def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
+        return Restoration(images.clone())
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float [B,3,H,W] in [0,1] -> uint8 [B,H,W,3] (what cv2 wants)."""
+    return images.detach().mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1] on ``like``'s device."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return tensor.to(like.device, like.dtype) / 255
+
+
+class TeleaMethod(Method):
+    """Fast-marching inpainting of the masked pixels, one image at a time on uint8 (as OpenCV requires).
+
+    Option ``radius`` (pixels at the run's size): the neighbourhood each filled pixel averages over;
+    default 3 px at 128 px, scaled with the image size.
+    """
+
+    trainable = False
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.radius = ctx.option("radius", 3.0 * ctx.image_size / 128)
+
+    def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
+        if masks is None:
+            raise ValueError("telea needs a mask (1 = occluded)")
+        holes = (masks[:, 0] > 0.5).byte().cpu().numpy()
+        pairs = zip(to_uint8(images), holes, strict=True)
+        filled = np.stack([cv2.inpaint(img, hole, self.radius, cv2.INPAINT_TELEA) for img, hole in pairs])
+        # Known pixels come back exactly as given (cv2 would return them quantised to uint8).
+        out = masks * from_uint8(filled, images) + (1 - masks) * images
+        return Restoration(out)
+
+    def info(self) -> dict[str, float]:
+        return {"radius": self.radius}
