@@ -112,6 +112,10 @@ def run(
     limit: int | None = typer.Option(None, help="Evaluate at most this many samples per test split."),
     occluders: Path | None = typer.Option(None, help="Folder of extra RGBA PNG occluders for paired synthesis."),
     batch_size: int = typer.Option(16, help="Evaluation batch size."),
+    data_limit: int | None = typer.Option(None, help="CelebA: at most this many images per split."),
+    natural_folder: Path | None = typer.Option(
+        None, help="Your own naturally occluded faces (evaluated as test_natural)."
+    ),
     identification: bool = typer.Option(False, help="Also run the rank-1..5 identification protocol (Fig. 12)."),
     id_weights: Path | None = typer.Option(None, help="Local LightCNN-9 weights (official layout); else trained."),
     id_steps: int | None = typer.Option(None, help="LightCNN-9 training steps (default 300 quick, 2000 paper)."),
@@ -140,6 +144,11 @@ def run(
             limit=limit,
             occluders=occluders,
             batch_size=batch_size,
+            data_limit=data_limit,
+            natural_folder=natural_folder,
+            identification=identification,
+            id_weights=id_weights,
+            id_steps=id_steps,
         )
         store = Runner(config, argv=sys.argv).run()
     except (RunError, FileNotFoundError, ValueError) as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import __version__
+from bench import __version__, distributed
 from bench.data.types import Benchmark, FaceSet
 from bench.method import MethodContext, MethodSpec
 from bench.runstore import RunStore, now, read_png, write_png, write_summary
@@ -52,6 +52,8 @@ class RunConfig:
     limit: int | None = None
     occluders: Path | None = None
     batch_size: int = 16
+    data_limit: int | None = None  # CelebA: cap on images per split (whole identities)
+    natural_folder: Path | None = None  # a user's own naturally occluded faces replace test_natural
     identification: bool = False  # the Fig. 12 protocol (trains a LightCNN-9 unless id_weights is given)
     id_weights: Path | None = None
     id_steps: int | None = None
@@ -122,13 +124,20 @@ def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Any]:
     occluder = default_occluder(config.image_size, user_dir=config.occluders)
     name = config.dataset
     if name == "synthetic":
-        return build_synthetic(size=config.image_size, seed=config.seed), occluder
-    root = Path(name.removeprefix("celeba:")).expanduser()
-    if not root.is_dir():
-        raise RunError(f"dataset {name!r}: folder {root} does not exist; use 'synthetic' or a CelebA folder")
-    from bench.data.celeba import load_celeba
+        bench = build_synthetic(size=config.image_size, seed=config.seed, user_dir=config.occluders)
+    else:
+        root = Path(name.removeprefix("celeba:")).expanduser()
+        if not root.is_dir():
+            raise RunError(f"dataset {name!r}: folder {root} does not exist; use 'synthetic' or a CelebA folder")
+        from bench.data.celeba import load_celeba
 
-    return load_celeba(root, size=config.image_size, seed=config.seed, occluder=occluder), occluder
+        bench = load_celeba(root, size=config.image_size, seed=config.seed, limit=config.data_limit, occluder=occluder)
+    if config.natural_folder is not None:
+        from bench.data.folder import load_folder
+
+        bench.test_natural = load_folder(config.natural_folder, size=config.image_size)
+        bench.info["test_natural"] = f"folder {config.natural_folder}"
+    return bench, occluder
 
 
 def _versions() -> dict[str, str]:
@@ -185,14 +194,18 @@ def find_or_create_run(config: RunConfig, argv: list[str]) -> RunStore:
     return store
 
 
-def store_inputs(store: RunStore, bench: Benchmark, limit: int | None) -> dict[str, FaceSet]:
-    """Save the fixed test sets (input, ground truth, mask) once; return the (limited) splits."""
+def limit_splits(bench: Benchmark, limit: int | None) -> dict[str, FaceSet]:
+    """The evaluated test splits, each cut to its first ``limit`` samples."""
     out = {}
     for split in EVAL_SPLITS:
         faces = getattr(bench, split)
-        if limit is not None and len(faces) > limit:
-            faces = faces.subset(np.arange(limit))
-        out[split] = faces
+        out[split] = faces.subset(np.arange(limit)) if limit is not None and len(faces) > limit else faces
+    return out
+
+
+def store_inputs(store: RunStore, splits: dict[str, FaceSet]) -> None:
+    """Save the fixed test sets (input, ground truth, mask) once, so every method and report sees them."""
+    for split, faces in splits.items():
         for i, sid in enumerate(faces.ids):
             path = store.input_path(split, "input", sid)
             if path.exists():
@@ -202,7 +215,6 @@ def store_inputs(store: RunStore, bench: Benchmark, limit: int | None) -> dict[s
             if faces.masks is not None:
                 write_png(store.input_path(split, "mask", sid), faces.masks[i] * 255)
             write_png(path, faces.images[i])
-    return out
 
 
 def quantize(tensor) -> np.ndarray:
@@ -219,10 +231,9 @@ class Runner:
         self.config = config
         self.argv = argv if argv is not None else sys.argv
         self.console = console or Console(stderr=True)
+        self.dist = distributed.Dist()
 
     def run(self) -> RunStore:
-        import torch
-
         from bench import plugins
         from bench.training import resolve_device, seed_everything
 
@@ -241,10 +252,12 @@ class Runner:
         except ValueError as exc:
             raise RunError(str(exc)) from exc
         seed_everything(cfg.seed)
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-
-        store = find_or_create_run(cfg, self.argv)
-        self.console.print(f"run folder: {store.root}")
+        dist = distributed.init(device)
+        self.dist = dist
+        root = dist.broadcast(str(find_or_create_run(cfg, self.argv).root) if dist.main else None)
+        store = RunStore(Path(root), rank=dist.rank)
+        if dist.main:
+            self.console.print(f"run folder: {store.root}" + (f" ({dist.world} ranks)" if dist.world > 1 else ""))
         t0 = time.perf_counter()
         bench, occluder = resolve_dataset(cfg)
         self.console.print(
@@ -252,9 +265,12 @@ class Runner:
             + ", ".join(f"{k} {len(v)}" for k, v in bench.splits().items())
             + f" ({time.perf_counter() - t0:.1f}s)"
         )
-        splits = store_inputs(store, bench, cfg.limit)
+        splits = limit_splits(bench, cfg.limit)
+        if dist.main:
+            store_inputs(store, splits)
         store.update_manifest(
             device=str(device),
+            world_size=dist.world,
             data={
                 "name": bench.name,
                 "fingerprint": bench.fingerprint(),
@@ -263,6 +279,7 @@ class Runner:
             },
             plugins={i.name: i.version for i in registry.plugins},
         )
+        dist.barrier()
         methods: dict[str, Any] = {}
         failed = []
         for job in jobs:
@@ -275,14 +292,19 @@ class Runner:
                 failed.append(job.label)
                 store.set_status("methods", job.label, status="failed", error=f"{type(exc).__name__}: {exc}")
                 self.console.print(f"[red]{job.label} failed: {type(exc).__name__}: {exc}")
-        if cfg.identification:
-            try:
-                self._identification(store, bench, splits, [j.label for j in jobs if j.label not in failed], device)
-            except Exception as exc:
-                failed.append("identification")
-                self.console.print(f"[red]identification failed: {type(exc).__name__}: {exc}")
-        write_summary(store)
-        store.update_manifest(status="complete" if not failed else "failed", failed=failed, finished=now())
+            dist.barrier()  # every rank's predictions exist before the next job (OA-GAN masks feed others)
+        failed = sorted(set().union(*dist.gather(failed))) if dist.world > 1 else failed
+        if dist.main:
+            if cfg.identification:
+                try:
+                    self._identification(store, bench, splits, [j.label for j in jobs if j.label not in failed], device)
+                except Exception as exc:
+                    failed.append("identification")
+                    self.console.print(f"[red]identification failed: {type(exc).__name__}: {exc}")
+            write_summary(store)
+            store.update_manifest(status="complete" if not failed else "failed", failed=failed, finished=now())
+        dist.barrier()
+        dist.shutdown()
         return store
 
     def _identification(self, store: RunStore, bench: Benchmark, splits, labels: list[str], device) -> None:
@@ -335,8 +357,7 @@ class Runner:
         )
 
     def _get_method(self, spec: MethodSpec, bench: Benchmark, occluder, device, store: RunStore):
-        from bench.data.types import TrainData
-        from bench.training import Budget, file_sha256, fit, load_checkpoint, save_checkpoint, seed_everything
+        from bench.training import load_checkpoint, seed_everything
 
         cfg = self.config
         ctx = self._context(spec, bench, device)
@@ -347,6 +368,27 @@ class Runner:
             store.set_status("training", spec.name, trained="not trainable", info=method.info())
             return method
         steps = cfg.steps if cfg.steps is not None else method.default_steps()
+        if self.dist.world > 1:  # rank 0 trains (or loads); the others load what it saved
+            error = None
+            if self.dist.main:
+                try:
+                    self._train_or_load(spec, method, ctx, steps, bench, occluder, store)
+                except Exception as exc:
+                    error = exc
+            self.dist.barrier()
+            if error is not None:
+                raise error
+            if not self.dist.main:
+                final = self._checkpoint_dir(spec, ctx, steps, bench) / "model.pt"
+                if not final.exists():
+                    raise RunError(f"{spec.name}: rank 0 did not produce {final}")
+                method.load_state_dict(load_checkpoint(final)["method"])
+            return method
+        self._train_or_load(spec, method, ctx, steps, bench, occluder, store)
+        return method
+
+    def _checkpoint_dir(self, spec: MethodSpec, ctx: MethodContext, steps: int, bench: Benchmark) -> Path:
+        cfg = self.config
         key = config_hash(
             {
                 "method": spec.name,
@@ -360,7 +402,14 @@ class Runner:
                 "version": __version__,
             }
         )
-        folder = cfg.output / "checkpoints" / spec.name.replace(":", "_") / key
+        return cfg.output / "checkpoints" / spec.name.replace(":", "_") / key
+
+    def _train_or_load(self, spec, method, ctx, steps: int, bench: Benchmark, occluder, store: RunStore) -> None:
+        from bench.data.types import TrainData
+        from bench.training import Budget, file_sha256, fit, load_checkpoint, save_checkpoint
+
+        cfg = self.config
+        folder = self._checkpoint_dir(spec, ctx, steps, bench)
         final = folder / "model.pt"
         if final.exists():
             method.load_state_dict(load_checkpoint(final)["method"])
@@ -374,7 +423,7 @@ class Runner:
                 steps=steps,
                 info=method.info(),
             )
-            return method
+            return
         data = TrainData(bench.train_clean, bench.train_natural, occluder, bench.attribute_names, seed=cfg.seed)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -408,7 +457,6 @@ class Runner:
             stopped_by_time=result.stopped_by_time,
             info=method.info(),
         )
-        return method
 
     # evaluation ---------------------------------------------------------------------------------
     def _masks_for(self, job: Job, split: str, faces: FaceSet, idx: np.ndarray, store: RunStore) -> np.ndarray | None:
@@ -438,7 +486,8 @@ class Runner:
             if job.spec.needs_mask and job.mask_source == "gt" and split != "test_clean" and faces.masks is None:
                 continue  # no oracle mask exists for real natural occlusions
             done = store.done_ids(job.label, split)
-            todo = np.array([i for i, sid in enumerate(faces.ids) if sid not in done], dtype=np.int64)
+            mine = range(self.dist.rank, len(faces), self.dist.world)  # strided shard by sample index
+            todo = np.array([i for i in mine if faces.ids[i] not in done], dtype=np.int64)
             for start in range(0, len(todo), bs):
                 idx = todo[start : start + bs]
                 x = to_tensor(faces.images[idx])

@@ -14,9 +14,11 @@ PNG exists, so a killed run resumes by skipping the rows it finds.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,8 +71,11 @@ def _clean(value: Any) -> Any:
 
 
 class RunStore:
-    def __init__(self, root: Path) -> None:
+    """One run folder. ``rank`` > 0 (a torchrun worker) writes its own metrics file and never the manifest."""
+
+    def __init__(self, root: Path, rank: int = 0) -> None:
         self.root = Path(root)
+        self.rank = rank
 
     # manifest -------------------------------------------------------------------------------------
     @property
@@ -86,9 +91,12 @@ class RunStore:
             raise ValueError(f"{self.manifest_path} is corrupt ({exc}); delete the run folder") from exc
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, manifest)
+        if self.rank == 0:
+            write_json(self.manifest_path, manifest)
 
     def update_manifest(self, **changes: Any) -> dict[str, Any]:
+        if self.rank:
+            return {}
         manifest = self.manifest()
         manifest.update(changes)
         manifest["updated"] = now()
@@ -97,6 +105,8 @@ class RunStore:
 
     def set_status(self, section: str, key: str, **fields: Any) -> None:
         """Merge ``fields`` into ``manifest[section][key]`` ("training" per method, "methods" per label)."""
+        if self.rank:
+            return
         manifest = self.manifest()
         manifest.setdefault(section, {}).setdefault(key, {}).update(fields)
         manifest["updated"] = now()
@@ -112,19 +122,22 @@ class RunStore:
 
     # metrics --------------------------------------------------------------------------------------
     def metrics_path(self, label: str) -> Path:
-        return self.root / "metrics" / f"{label}.jsonl"
+        suffix = f".rank{self.rank}" if self.rank else ""
+        return self.root / "metrics" / f"{label}{suffix}.jsonl"
 
     def read_rows(self, label: str) -> list[dict[str, Any]]:
-        """Rows of one label; a truncated last line (killed mid-write) is dropped."""
-        path = self.metrics_path(label)
-        if not path.exists():
-            return []
+        """Rows of one label from every rank's file; a truncated last line (killed mid-write) is dropped."""
+        folder = self.root / "metrics"
+        paths = [folder / f"{label}.jsonl", *sorted(folder.glob(f"{glob.escape(label)}.rank*.jsonl"))]
         rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+        for path in paths:
+            if not path.exists():
                 continue
+            for line in path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
         return rows
 
     def done_ids(self, label: str, split: str) -> set[str]:
@@ -143,7 +156,9 @@ class RunStore:
 
     def labels(self) -> list[str]:
         folder = self.root / "metrics"
-        return sorted(p.stem for p in folder.glob("*.jsonl")) if folder.exists() else []
+        if not folder.exists():
+            return []
+        return sorted({re.sub(r"\.rank\d+$", "", p.stem) for p in folder.glob("*.jsonl")})
 
     def frame(self):
         """All rows of all labels as one pandas DataFrame."""

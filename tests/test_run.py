@@ -207,3 +207,41 @@ def test_user_study_export_and_tally(classical_run, tmp_path):
     assert "telea@gt: 50.0%" in result.stdout and "meanfill@gt: 0.0%" in result.stdout
     rows = json.loads((folder / "results.json").read_text())
     assert all(r["ci95_low"] <= r["percent"] <= r["ci95_high"] for r in rows)
+
+
+def test_torchrun_shards_evaluation_across_two_ranks(tmp_path):
+    """Two gloo ranks on CPU: each sample is scored exactly once, by the rank its index maps to."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "bench.cli",
+        "run",
+        "--methods",
+        "identity,telea",
+        "--mask-source",
+        "gt",
+        "--limit",
+        "9",
+        "--device",
+        "cpu",
+        "--output",
+        str(tmp_path),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["world_size"] == 2
+    files = sorted(p.name for p in (run_dir / "metrics").iterdir())
+    assert files == ["identity.jsonl", "identity.rank1.jsonl", "telea@gt.jsonl", "telea@gt.rank1.jsonl"]
+    rows = [
+        json.loads(line) for f in (run_dir / "metrics").glob("telea@gt*.jsonl") for line in f.read_text().splitlines()
+    ]
+    keys = [(r["split"], r["sample"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 27
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert set(summary[summary["label"] == "telea@gt"]["n"]) == {9}

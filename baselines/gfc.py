@@ -1,0 +1,321 @@
+"""GFC: Li, Liu, Yang, Yang (CVPR 2017), "Generative face completion".
+
+An encoder-decoder whose decoder un-pools with the encoder's max-pooling indices (SegNet style), an fc
+bottleneck, no mask channel (the hole is filled with U(-1,1) noise) and no tanh at the output; a local
+discriminator on the hole patch and a global one on the completed image (BCE). Facts from the official
+Caffe/MATLAB code (Yijunmaverick/GenerativeFaceCompletion) are in methods.md section 5.
+
+Loss scaling. The official solver stacks *gradients* w.r.t. the output: reconstruction Charbonnier L1
+``sum(sqrt(d^2+eps^2))/batch``, plus 300x the local and 300x the global BCE gradient (each ``-log D``
+summed per sample, over the batch), plus 0.05x the parsing softmax gradient (summed over pixels). That
+is the gradient of ``L = recon_sum + 300 adv_local + 300 adv_global + 0.05 parsing_sum`` (per-sample sums,
+batch mean). We minimise ``L / (3 H W)``: the same direction (Adam ignores the constant), with the
+reconstruction reported as a per-pixel mean; in per-pixel terms each adversarial weight is 300 / (3 H W).
+Outside the hole the composite is the ground truth, so the parsing gradient reaches G only through the
+hole, as in the official ``gradstack``.
+
+Deviations, all options:
+- our occluders are arbitrary shapes, not 64x64 boxes: the local D sees the mask's bounding box resized to
+  ``patch_size`` (image_size // 2, the official 64 at 128 px);
+- widths scale with ``width`` (first conv; 32 official) and the fc bottleneck with image size and width
+  (4096 / 16384 at 128 px and width 32);
+- the face-parsing term needs a local TorchScript file (``parsing_model``: [B,3,H,W] in [0,1] -> class
+  logits [B,K,h,w]); without one it is off and :meth:`GFCMethod.info` says so;
+- the official stage-wise schedule (a reconstruction-only model, then the adversarial terms) runs inside
+  one budget: the first ``recon_only_fraction`` (0.3) of ``total_steps`` is reconstruction only, and the
+  discriminators are not trained then. The method does not see the harness's step budget, so
+  ``total_steps`` defaults to :meth:`GFCMethod.default_steps`; pass it when overriding the steps;
+- the quick (CPU) profile uses width 8 and batch 8 (official batch 2) for a run of a few minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.method import Method, MethodContext, Restoration
+
+
+def _convs(cin: int, widths: list[int]) -> nn.Sequential:
+    """conv3x3 + ReLU per width (every G conv of Model_G.prototxt)."""
+    layers: list[nn.Module] = []
+    for cout in widths:
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+        cin = cout
+    return nn.Sequential(*layers)
+
+
+class GFCGenerator(nn.Module):
+    """Model_G: 4 encoder stages (2,2,2,4 convs) with argmax pooling, fc -> fc, 4 unpool+conv stages."""
+
+    def __init__(self, image_size: int = 128, width: int = 32, fc_width: int | None = None) -> None:
+        super().__init__()
+        if image_size % 16:
+            raise ValueError(f"GFC needs an image size divisible by 16, got {image_size}")
+        c = [width, 2 * width, 4 * width, 8 * width]  # 32, 64, 128, 256 at width 32
+        self.encoder = nn.ModuleList(
+            [_convs(3, [c[0]] * 2), _convs(c[0], [c[1]] * 2), _convs(c[1], [c[2]] * 2), _convs(c[2], [c[3]] * 4)]
+        )
+        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
+        self.unpool = nn.MaxUnpool2d(2, 2)
+        self.bottleneck = (c[3], image_size // 16, image_size // 16)  # 256 x 8 x 8 at 128 px
+        flat = math.prod(self.bottleneck)
+        fc_width = fc_width or default_fc_width(image_size, width)
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, fc_width), nn.ReLU(inplace=True), nn.Linear(fc_width, flat), nn.ReLU(True)
+        )
+        self.decoder = nn.ModuleList(
+            [
+                _convs(c[3], [c[1], c[1], c[1], c[2]]),  # after unpooling with pool3's indices
+                _convs(c[2], [c[1], c[1]]),
+                _convs(c[1], [c[1], c[0]]),
+                _convs(c[0], [c[0], c[0]]),
+            ]
+        )
+        self.to_rgb = nn.Conv2d(c[0], 3, 3, padding=1)  # no tanh: [-1,1] by training
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Caffe 'msra' with variance_norm AVERAGE: std sqrt(4 / (fan_in + fan_out)); last conv N(0, 1e-3)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                nn.init.normal_(m.weight, 0.0, math.sqrt(4.0 / (fan_in + fan_out)))
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.to_rgb.weight, 0.0, 1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        switches = []
+        for stage in self.encoder:
+            x = stage(x)
+            size = x.shape[-2:]
+            x, idx = self.pool(x)
+            switches.append((idx, size))
+        x = self.fc(x).view(-1, *self.bottleneck)
+        for stage, (idx, size) in zip(self.decoder, reversed(switches), strict=True):
+            x = stage(self.unpool(x, idx, output_size=size))
+        return self.to_rgb(x)
+
+
+def default_fc_width(image_size: int, width: int) -> int:
+    """4096 at 128 px and width 32, scaled with the bottleneck's area and the width."""
+    return max(16, round(4096 * (width / 32) * (image_size / 128) ** 2))
+
+
+class GFCDiscriminator(nn.Module):
+    """Model_localD / Model_globalD: (conv3 s1, conv4 s2) pairs with LeakyReLU 0.2, a conv to 1 logit.
+
+    The last conv spans the remaining map (4x4 at the official sizes); the sigmoid lives in the BCE loss.
+    """
+
+    def __init__(self, in_size: int, widths: list[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in widths:
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(cout, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+            cin = cout
+        final = in_size // 2 ** len(widths)
+        if final < 1:
+            raise ValueError(f"discriminator input {in_size} px is too small for {len(widths)} stages")
+        layers.append(nn.Conv2d(cin, 1, final))
+        self.net = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
+def mask_boxes(masks: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """Bounding box (top, left, bottom, right; exclusive) of each mask's hole; the whole image if empty."""
+    boxes = []
+    for m in masks[:, 0] > 0.5:
+        rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
+        if len(rows) == 0:
+            boxes.append((0, 0, m.shape[0], m.shape[1]))
+        else:
+            boxes.append((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1))
+    return boxes
+
+
+def crop_boxes(images: torch.Tensor, boxes: list[tuple[int, int, int, int]], size: int) -> torch.Tensor:
+    """Each image's box, resized (bilinear, differentiable) to ``size`` x ``size``: the local patches."""
+    crops = [
+        F.interpolate(img[None, :, t:b, left:r], size=(size, size), mode="bilinear", align_corners=False)
+        for img, (t, left, b, r) in zip(images, boxes, strict=True)
+    ]
+    return torch.cat(crops)
+
+
+def charbonnier_sum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """GFC_L1_loss: sum of sqrt(d^2 + eps^2) per sample, averaged over the batch."""
+    return torch.sqrt((pred - target) ** 2 + eps**2).flatten(1).sum(1).mean()
+
+
+class GFCMethod(Method):
+    """Trains on paired batches with the true masks; restores with the given mask (hole filled with noise)."""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        quick = ctx.profile == "quick"
+        size = ctx.image_size
+        self.width = ctx.option("width", 8 if quick else 32)
+        self.fc_width = ctx.option("fc_width", default_fc_width(size, self.width))
+        self.d_width = ctx.option("d_width", 16 if quick else 64)  # local D 64..512, global D 32..512
+        self.patch_size = ctx.option("patch_size", size // 2)
+        self.batch_size = ctx.option("batch_size", 8 if quick else 2)
+        self.lr_g = ctx.option("lr", 1e-4)
+        self.lr_d = ctx.option("lr_d", 2e-4)
+        self.betas_g = (ctx.option("beta1", 0.9), ctx.option("beta2", 0.999))
+        self.betas_d = (ctx.option("beta1_d", 0.5), ctx.option("beta2_d", 0.999))
+        self.recon_only_fraction = ctx.option("recon_only_fraction", 0.3)
+        self.total_steps = ctx.option("total_steps", self.default_steps())
+        self.weights = {
+            "local_adv": ctx.option("lambda_local_adv", 300.0),
+            "global_adv": ctx.option("lambda_global_adv", 300.0),
+            "parsing": ctx.option("lambda_parsing", 0.05),
+        }
+        self.parsing_path = ctx.option("parsing_model", "")
+        d = self.d_width
+        self.G = GFCGenerator(size, self.width, self.fc_width).to(ctx.device)
+        self.D_local = GFCDiscriminator(self.patch_size, [d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
+        self.D_global = GFCDiscriminator(size, [d // 2, d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
+        self.parser: torch.jit.ScriptModule | None = None
+        self.opt_g: torch.optim.Adam | None = None
+        self.opt_d: torch.optim.Adam | None = None
+        self.data = None
+
+    def default_steps(self) -> int:
+        return 220 if self.ctx.profile == "quick" else 100_000
+
+    def adversarial_start(self) -> int:
+        return round(self.total_steps * self.recon_only_fraction)
+
+    def setup_training(self, data) -> None:
+        self.data = data
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr_g, betas=self.betas_g)
+        d_params = list(self.D_local.parameters()) + list(self.D_global.parameters())
+        self.opt_d = torch.optim.Adam(d_params, lr=self.lr_d, betas=self.betas_d)
+        if self.parsing_path:
+            path = Path(self.parsing_path).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"parsing_model {path} does not exist; fix the path or drop the option")
+            self.parser = torch.jit.load(str(path), map_location=self.ctx.device).eval()
+            for p in self.parser.parameters():
+                p.requires_grad_(False)
+
+    def _input(self, images01: torch.Tensor, hole: torch.Tensor, generator: torch.Generator | None = None):
+        """[0,1] image -> [-1,1] with the hole filled by U(-1,1) noise (the official test/train input)."""
+        noise = torch.rand(images01.shape, generator=generator).to(images01.device) * 2 - 1
+        return torch.where(hole > 0.5, noise, images01 * 2 - 1)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = self.data.paired(self.batch_size)
+        device = self.ctx.device
+        hole = (batch.mask.to(device) > 0.5).float()
+        gt = batch.clean.to(device) * 2 - 1
+        return self._input(batch.occluded.to(device) * (1 - hole), hole), gt, hole
+
+    def _d_step(self) -> float:
+        x, gt, hole = self._batch()
+        with torch.no_grad():
+            comp = hole * self.G(x) + (1 - hole) * gt
+        boxes = mask_boxes(hole)
+        bce = F.binary_cross_entropy_with_logits
+        loss = 0.0
+        for d, real, fake in (
+            (self.D_local, crop_boxes(gt, boxes, self.patch_size), crop_boxes(comp, boxes, self.patch_size)),
+            (self.D_global, gt, comp),
+        ):
+            real_logit, fake_logit = d(real), d(fake)
+            loss = loss + bce(real_logit, torch.ones_like(real_logit)) + bce(fake_logit, torch.zeros_like(fake_logit))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return float(loss.detach())
+
+    def g_losses(self, x: torch.Tensor, gt: torch.Tensor, hole: torch.Tensor, adversarial: bool):
+        """The per-sample-sum terms of the official gradient stack (see the module docstring)."""
+        out = self.G(x)
+        terms = {"recon": charbonnier_sum(out, gt)}
+        if adversarial:
+            comp = hole * out + (1 - hole) * gt
+            local = self.D_local(crop_boxes(comp, mask_boxes(hole), self.patch_size))
+            glob = self.D_global(comp)
+            bce = F.binary_cross_entropy_with_logits
+            terms["local_adv"] = bce(local, torch.ones_like(local), reduction="sum") / len(x)
+            terms["global_adv"] = bce(glob, torch.ones_like(glob), reduction="sum") / len(x)
+            if self.parser is not None:
+                with torch.no_grad():
+                    target = self.parser((gt + 1) / 2).argmax(1)
+                logits = self.parser((comp + 1) / 2)
+                terms["parsing"] = F.cross_entropy(logits, target, reduction="sum") / len(x)
+        return terms
+
+    def train_step(self, step: int) -> dict[str, float]:
+        adversarial = step >= self.adversarial_start()
+        self.G.train()
+        logs: dict[str, float] = {}
+        if adversarial:
+            logs["d_loss"] = self._d_step()
+        x, gt, hole = self._batch()
+        terms = self.g_losses(x, gt, hole, adversarial)
+        pixels = gt[0].numel()
+        loss = (terms["recon"] + sum(self.weights[k] * v for k, v in terms.items() if k != "recon")) / pixels
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        logs["loss"] = float(loss.detach())
+        logs["recon"] = float(terms["recon"].detach()) / pixels
+        logs.update({k: float(v.detach()) for k, v in terms.items() if k != "recon"})
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "G": self.G.state_dict(),
+            "D_local": self.D_local.state_dict(),
+            "D_global": self.D_global.state_dict(),
+        }
+        if self.opt_g is not None:
+            state["opt_g"] = self.opt_g.state_dict()
+            state["opt_d"] = self.opt_d.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D_local.load_state_dict(state["D_local"])
+        self.D_global.load_state_dict(state["D_global"])
+        if self.opt_g is not None and "opt_g" in state:
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+
+    @torch.no_grad()
+    def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
+        if masks is None:
+            raise ValueError("gfc needs a mask (1 = occluded)")
+        self.G.eval()
+        device = self.ctx.device
+        images, hole = images.to(device), (masks.to(device) > 0.5).float()
+        noise = torch.Generator().manual_seed(self.ctx.seed)  # the same fill on every call: reproducible
+        pred = ((self.G(self._input(images * (1 - hole), hole, noise)) + 1) / 2).clamp(0, 1)
+        return Restoration(hole * pred + (1 - hole) * images, None)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "fc_width": self.fc_width,
+            "d_width": self.d_width,
+            "patch_size": self.patch_size,
+            "adversarial_start": self.adversarial_start(),
+            "parsing_loss": f"on ({self.parsing_path})" if self.parsing_path else "off (no parsing model file)",
+        }

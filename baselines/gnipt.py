@@ -1,0 +1,349 @@
+"""GnIpt: Yu, Lin, Yang, Shen, Lu, Huang (CVPR 2018), "Generative image inpainting with contextual attention".
+
+DeepFill v1 (JiahuiYu/generative_inpainting, tag v1.0.0; facts in methods.md section 6): a coarse network
+of plain ELU convolutions with dilated convs (rates 2, 4, 8, 16), then a refinement network with a dilated
+branch and a contextual-attention branch, trained with a spatially discounted L1 on the hole, an "ae" L1 on
+the valid region, and local + global WGAN-GP critics (5 critic steps per generator step).
+
+Deviations, all options:
+- v1 trains rectangular holes shared by the batch; our occluders are arbitrary shapes, one per sample: the
+  local critic sees each mask's bounding box resized to ``patch_size`` (image_size // 2, as the official
+  hole is half the image), the attention mask is per sample, and the spatial discount uses each hole
+  pixel's chessboard distance l to the nearest known pixel, weight gamma^(l-1) (the official box formula
+  gives the same on a box);
+- the hole L1 is normalised by the hole's pixel count (the official mean over the hole patch);
+- widths scale with ``width`` (cnum, 32 official) and ``d_width`` (64 official);
+- the quick (CPU) profile takes ``d_steps`` = 1 critic step per generator step and batch 4; the paper
+  profile the official 5 and 16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.gfc import crop_boxes, mask_boxes
+from bench.method import Method, MethodContext, Restoration
+
+
+def gen_conv(cin: int, cout: int, k: int = 3, stride: int = 1, rate: int = 1, act: nn.Module | None = None):
+    """v1 ``gen_conv``: 'SAME' conv (dilated when rate > 1) + ELU; ``act=nn.Identity()`` for the output."""
+    conv = nn.Conv2d(cin, cout, k, stride, padding=rate * (k - 1) // 2, dilation=rate)
+    return nn.Sequential(conv, nn.ELU(inplace=True) if act is None else act)
+
+
+def gen_deconv(cin: int, cout: int) -> nn.Sequential:
+    """v1 ``gen_deconv``: nearest x2 upsampling then a 3x3 conv."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), gen_conv(cin, cout))
+
+
+def dilated_stack(c: int) -> list[nn.Module]:
+    return [gen_conv(c, c, rate=r) for r in (2, 4, 8, 16)]
+
+
+def decoder(cin: int, c: int) -> nn.Sequential:
+    """conv11..conv17 of both stages: 4c, 4c, up 2c, 2c, up c, c/2, 3 (no activation)."""
+    return nn.Sequential(
+        gen_conv(cin, 4 * c),
+        gen_conv(4 * c, 4 * c),
+        gen_deconv(4 * c, 2 * c),
+        gen_conv(2 * c, 2 * c),
+        gen_deconv(2 * c, c),
+        gen_conv(c, c // 2),
+        gen_conv(c // 2, 3, act=nn.Identity()),
+    )
+
+
+class ContextualAttention(nn.Module):
+    """Contextual attention (v1 ``contextual_attention``): fill foreground ``f`` from background ``b`` patches.
+
+    Matching runs on ``f`` and ``b`` downsampled by ``rate``: ``ksize`` patches of ``b`` whose mask window
+    holds no hole pixel are the candidates; the score is the convolution of ``f`` with the L2-normalised
+    patch (cosine up to ``|f|``), summed along diagonals by an identity ``fuse_k`` kernel (first along x,
+    then along y, so neighbours that agree on a shift reinforce it), then a masked softmax with
+    ``softmax_scale``. Reconstruction pastes ``2*rate`` raw patches of full-resolution ``b`` with a
+    transposed convolution of stride ``rate`` (divided by the 4 overlapping patches).
+    As in v1, masked candidates get a score of 0 before the softmax and a weight of 0 after it.
+    """
+
+    def __init__(self, ksize: int = 3, stride: int = 1, rate: int = 2, fuse_k: int = 3, softmax_scale: float = 10.0):
+        super().__init__()
+        if rate < 2 or rate % 2:
+            raise ValueError(f"contextual attention needs an even rate >= 2 (v1 uses 2), got {rate}")
+        self.ksize, self.stride, self.rate, self.fuse_k, self.scale = ksize, stride, rate, fuse_k, softmax_scale
+
+    def forward(self, f: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """f, b: [B,C,H,W] (H, W divisible by rate); mask: [B,1,H,W], 1 = hole. Returns [B,C,H,W]."""
+        r, k, s = self.rate, self.ksize, self.stride
+        raw_k = 2 * r
+        f_s = F.interpolate(f, scale_factor=1 / r, mode="nearest")
+        b_s = F.interpolate(b, size=f_s.shape[-2:], mode="nearest")
+        m_s = F.interpolate(mask, size=f_s.shape[-2:], mode="nearest")
+        hf, wf = f_s.shape[-2:]
+        hb, wb = (hf - 1) // s + 1, (wf - 1) // s + 1
+        channels = b.shape[1]
+        out = []
+        for fi, bi, bsi, mi in zip(f_s, b, b_s, m_s, strict=True):
+            raw_w = F.unfold(bi[None], raw_k, stride=r * s, padding=r // 2)  # [1, C*raw_k^2, L]
+            raw_w = raw_w[0].T.reshape(-1, channels, raw_k, raw_k)
+            w = F.unfold(bsi[None], k, stride=s, padding=k // 2)[0].T  # [L, C*k*k]
+            known = (F.unfold(mi[None], k, stride=s, padding=k // 2)[0].mean(0) == 0).float()  # [L]
+            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-4)
+            score = F.conv2d(fi[None], w.reshape(-1, channels, k, k), padding=k // 2)  # [1, L, hf, wf]
+            score = score[0].reshape(hb * wb, hf * wf).T  # [fg, bg]
+            if self.fuse_k > 1:
+                score = self._fuse(score, hf, wf, hb, wb)
+            score = score * known
+            attn = torch.softmax(score * self.scale, dim=1) * known
+            attn = attn.T.reshape(1, hb * wb, hf, wf)
+            out.append(F.conv_transpose2d(attn, raw_w, stride=r, padding=r // 2) / 4.0)
+        return torch.cat(out)
+
+    def _fuse(self, score: torch.Tensor, hf: int, wf: int, hb: int, wb: int) -> torch.Tensor:
+        """Sum scores along the (fg, bg) diagonal in row-major order, then again in column-major order."""
+        eye = torch.eye(self.fuse_k, device=score.device, dtype=score.dtype)[None, None]
+        pad = self.fuse_k // 2
+        score = F.conv2d(score[None, None], eye, padding=pad)[0, 0]
+        score = score.reshape(hf, wf, hb, wb).permute(1, 0, 3, 2).reshape(wf * hf, wb * hb)
+        score = F.conv2d(score[None, None], eye, padding=pad)[0, 0]
+        return score.reshape(wf, hf, wb, hb).permute(1, 0, 3, 2).reshape(hf * wf, hb * wb)
+
+
+class GnIptGenerator(nn.Module):
+    """v1 ``build_inpaint_net``: coarse net, then the refinement net's dilated and attention branches."""
+
+    def __init__(self, width: int = 32, attention: ContextualAttention | None = None) -> None:
+        super().__init__()
+        c = width
+        self.coarse = nn.Sequential(
+            gen_conv(5, c, 5),
+            gen_conv(c, 2 * c, 3, 2),
+            gen_conv(2 * c, 2 * c),
+            gen_conv(2 * c, 4 * c, 3, 2),
+            gen_conv(4 * c, 4 * c),
+            gen_conv(4 * c, 4 * c),
+            *dilated_stack(4 * c),
+            decoder(4 * c, c),
+        )
+        self.refine_dilated = nn.Sequential(
+            gen_conv(5, c, 5),
+            gen_conv(c, c, 3, 2),
+            gen_conv(c, 2 * c),
+            gen_conv(2 * c, 2 * c, 3, 2),
+            gen_conv(2 * c, 4 * c),
+            gen_conv(4 * c, 4 * c),
+            *dilated_stack(4 * c),
+        )
+        self.refine_attention_in = nn.Sequential(
+            gen_conv(5, c, 5),
+            gen_conv(c, c, 3, 2),
+            gen_conv(c, 2 * c),
+            gen_conv(2 * c, 4 * c, 3, 2),
+            gen_conv(4 * c, 4 * c),
+            gen_conv(4 * c, 4 * c, act=nn.ReLU(inplace=True)),
+        )
+        self.attention = attention or ContextualAttention()
+        self.refine_attention_out = nn.Sequential(gen_conv(4 * c, 4 * c), gen_conv(4 * c, 4 * c))
+        self.refine_decoder = decoder(8 * c, c)
+        for m in self.modules():  # TF's default conv initialiser
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [-1,1] image with the hole zeroed; hole: [B,1,H,W], 1 = hole. Returns (coarse, refined)."""
+        ones = torch.ones_like(hole)
+        x1 = self.coarse(torch.cat([x, ones, ones * hole], 1)).clamp(-1, 1)
+        xnow = torch.cat([x1 * hole + x * (1 - hole), ones, ones * hole], 1)
+        hallu = self.refine_dilated(xnow)
+        feats = self.refine_attention_in(xnow)
+        hole_s = F.interpolate(hole, size=feats.shape[-2:], mode="nearest")
+        attended = self.refine_attention_out(self.attention(feats, feats, hole_s))
+        x2 = self.refine_decoder(torch.cat([hallu, attended], 1)).clamp(-1, 1)
+        return x1, x2
+
+
+class WGANCritic(nn.Module):
+    """v1 local/global critic: 5x5 stride-2 'SAME' convs with LeakyReLU 0.2, flatten, dense -> 1."""
+
+    def __init__(self, in_size: int, widths: list[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in widths:
+            layers += [nn.Conv2d(cin, cout, 5, 2, padding=2), nn.LeakyReLU(0.2, True)]
+            cin = cout
+        side = in_size // 2 ** len(widths)
+        if side < 1:
+            raise ValueError(f"critic input {in_size} px is too small for {len(widths)} stride-2 convs")
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.fc = nn.Linear(cin * side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def masked_gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor):
+    """v1 ``gradients_penalty``: (||grad * mask||_2 - 1)^2 on random interpolates (mask counts the hole only)."""
+    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    slopes = torch.sqrt((grad**2 * mask).flatten(1).sum(1) + 1e-12)
+    return ((slopes - 1) ** 2).mean()
+
+
+def spatial_discount(hole: torch.Tensor, gamma: float) -> torch.Tensor:
+    """gamma^(l-1) on hole pixels, l = chessboard distance to the nearest known pixel; 0 elsewhere."""
+    known = 1 - hole
+    distance = torch.zeros_like(hole)
+    for step in range(1, max(hole.shape[-2:]) + 1):
+        grown = F.max_pool2d(known, 3, stride=1, padding=1)
+        distance = distance + (grown - known) * step
+        known = grown
+        if bool(known.min() > 0):
+            break
+    return torch.where(hole > 0.5, gamma ** (distance - 1).clamp_min(0), torch.zeros_like(hole))
+
+
+class GnIptMethod(Method):
+    """Trains on paired batches with the true masks; restores with the given mask."""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        quick = ctx.profile == "quick"
+        size = ctx.image_size
+        if size % 16:
+            raise ValueError(f"GnIpt needs an image size divisible by 16, got {size}")
+        self.width = ctx.option("width", 8 if quick else 32)
+        self.d_width = ctx.option("d_width", 16 if quick else 64)
+        self.patch_size = ctx.option("patch_size", size // 2)
+        self.batch_size = ctx.option("batch_size", 4 if quick else 16)
+        self.d_steps = ctx.option("d_steps", 1 if quick else 5)  # quick: 1 to fit a CPU budget
+        self.lr = ctx.option("lr", 1e-4)
+        self.betas = (ctx.option("beta1", 0.5), ctx.option("beta2", 0.9))
+        self.gamma = ctx.option("spatial_discount_gamma", 0.9)
+        self.gp_lambda = ctx.option("wgan_gp_lambda", 10.0)
+        self.weights = {
+            "l1": ctx.option("l1_loss_alpha", 1.2),
+            "coarse_l1": ctx.option("coarse_l1_alpha", 1.2),
+            "ae": ctx.option("ae_loss_alpha", 1.2),
+            "gan": ctx.option("gan_loss_alpha", 0.001),
+            "global_wgan": ctx.option("global_wgan_loss_alpha", 1.0),
+        }
+        attention = ContextualAttention(
+            ksize=ctx.option("attention_ksize", 3),
+            rate=ctx.option("attention_rate", 2),
+            fuse_k=ctx.option("attention_fuse_k", 3),
+            softmax_scale=ctx.option("attention_softmax_scale", 10.0),
+        )
+        d = self.d_width
+        self.G = GnIptGenerator(self.width, attention).to(ctx.device)
+        self.D_local = WGANCritic(self.patch_size, [d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
+        self.D_global = WGANCritic(size, [d, 2 * d, 4 * d, 4 * d]).to(ctx.device)
+        self.opt_g: torch.optim.Adam | None = None
+        self.opt_d: torch.optim.Adam | None = None
+        self.data = None
+
+    def default_steps(self) -> int:
+        return 160 if self.ctx.profile == "quick" else 100_000
+
+    def setup_training(self, data) -> None:
+        self.data = data
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=self.betas)
+        d_params = list(self.D_local.parameters()) + list(self.D_global.parameters())
+        self.opt_d = torch.optim.Adam(d_params, lr=self.lr, betas=self.betas)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input in [-1,1] with the hole zeroed, ground truth in [-1,1], binary hole)."""
+        batch = self.data.paired(self.batch_size)
+        device = self.ctx.device
+        hole = (batch.mask.to(device) > 0.5).float()
+        return (batch.occluded.to(device) * 2 - 1) * (1 - hole), batch.clean.to(device) * 2 - 1, hole
+
+    def _critics(self, images: torch.Tensor, boxes) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.D_local(crop_boxes(images, boxes, self.patch_size)), self.D_global(images)
+
+    def _d_step(self) -> float:
+        x, gt, hole = self._batch()
+        with torch.no_grad():
+            comp = self.G(x, hole)[1] * hole + x * (1 - hole)
+        boxes = mask_boxes(hole)
+        real_l, real_g = self._critics(gt, boxes)
+        fake_l, fake_g = self._critics(comp, boxes)
+        wgan = fake_l.mean() - real_l.mean() + fake_g.mean() - real_g.mean()
+        crop = [crop_boxes(t, boxes, self.patch_size) for t in (gt, comp, hole)]
+        gp = masked_gradient_penalty(self.D_local, *crop) + masked_gradient_penalty(self.D_global, gt, comp, hole)
+        loss = wgan + self.gp_lambda * gp
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return float(loss.detach())
+
+    def g_losses(self, x: torch.Tensor, gt: torch.Tensor, hole: torch.Tensor) -> dict[str, torch.Tensor]:
+        """v1 ``build_graph_with_losses``: discounted hole L1, valid-region ae L1, and the critics' scores."""
+        x1, x2 = self.G(x, hole)
+        discount = spatial_discount(hole, self.gamma)
+        count = 3 * hole.sum().clamp_min(1)
+        hole_l1 = [(torch.abs(gt - y) * discount).sum() / count for y in (x1, x2)]
+        valid = 1 - hole
+        ae = [torch.mean(torch.abs(gt - y) * valid) for y in (x1, x2)]
+        comp = x2 * hole + x * valid
+        fake_l, fake_g = self._critics(comp, mask_boxes(hole))
+        return {
+            "l1": self.weights["coarse_l1"] * hole_l1[0] + hole_l1[1],
+            "ae": (self.weights["coarse_l1"] * ae[0] + ae[1]) / valid.mean().clamp_min(1e-6),
+            "g_wgan": -(self.weights["global_wgan"] * fake_g.mean() + fake_l.mean()),
+        }
+
+    def train_step(self, step: int) -> dict[str, float]:
+        self.G.train()
+        d_loss = sum(self._d_step() for _ in range(self.d_steps)) / max(self.d_steps, 1)
+        terms = self.g_losses(*self._batch())
+        w = self.weights
+        loss = w["gan"] * terms["g_wgan"] + w["l1"] * terms["l1"] + w["ae"] * terms["ae"]
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return {"loss": float(loss.detach()), "d_loss": d_loss, **{k: float(v.detach()) for k, v in terms.items()}}
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "G": self.G.state_dict(),
+            "D_local": self.D_local.state_dict(),
+            "D_global": self.D_global.state_dict(),
+        }
+        if self.opt_g is not None:
+            state["opt_g"] = self.opt_g.state_dict()
+            state["opt_d"] = self.opt_d.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D_local.load_state_dict(state["D_local"])
+        self.D_global.load_state_dict(state["D_global"])
+        if self.opt_g is not None and "opt_g" in state:
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+
+    @torch.no_grad()
+    def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
+        if masks is None:
+            raise ValueError("gnipt needs a mask (1 = occluded)")
+        self.G.eval()
+        device = self.ctx.device
+        images, hole = images.to(device), (masks.to(device) > 0.5).float()
+        pred = (self.G((images * 2 - 1) * (1 - hole), hole)[1] + 1) / 2
+        return Restoration(hole * pred + (1 - hole) * images, None)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "d_width": self.d_width,
+            "patch_size": self.patch_size,
+            "d_steps": self.d_steps,
+            "local_critic": "mask bounding box",
+        }

@@ -1,0 +1,5 @@
+"""OA-GAN (Cai et al., "Semi-supervised natural face de-occlusion", IEEE TIFS 2021).
+
+``generator`` (Table I, and the two-path ablation), ``discriminator`` (Table II), ``losses``
+(Eqs. 3-9) and ``method`` (presets, alternating schedule, training step). Imports torch.
+"""

@@ -1,0 +1,344 @@
+"""OA-GAN as a harness method: presets, the alternating paired/natural schedule (III-C) and one
+WGAN-GP training step.
+
+Each step updates the critic (real = clean faces, fake = the generator's output); every ``n_critic``
+steps the generator is updated with Eq. (8) on a paired synthetic batch or Eq. (9) on a natural
+batch. Which kind of batch a step gets is a deterministic function of (step, total_steps), so a
+resumed run sees the same sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES, TrainData
+from bench.method import Method, MethodContext, Restoration
+from bench.nn.losses import gradient_penalty
+from bench.nn.vgg import VGGFeatures, find_vgg_weights
+from oagan import losses as L
+from oagan.discriminator import OAGANDiscriminator
+from oagan.generator import GeneratorOutput, build_generator
+
+# quick: ~2.5 s/step on an idle 2-core CPU at 64 px, batch 4 -> ~4 minutes. paper: the official code's
+# ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
+DEFAULT_STEPS = {"quick": 100, "paper": 25_000}
+
+
+@dataclass(frozen=True)
+class OAGANConfig:
+    """Every hyper-parameter; each is an option (``--opt key=value``). Defaults = the ``paper`` preset."""
+
+    preset: str = "paper"
+    generator: str = "oagan"  # or "two_path" (Fig. 4a ablation)
+    width: int = 64  # generator stem channels (Table I)
+    d_width: int = 64  # critic first-layer channels (Table II)
+    res_blocks: int = 3  # paper figure: 3; official code: 6
+    batch_size: int = 48  # official code
+    lr: float = 1e-4
+    beta1: float = 0.5  # the paper only says Adam lr 1e-4; betas follow the official code
+    beta2: float = 0.999
+    lr_decay_start: float = 1.0  # fraction of total_steps after which lr decays linearly to 0 (1 = never)
+    total_steps: int = 0  # length of the ratio schedule; 0 = default_steps() of the profile
+    n_critic: int = 1  # generator updated every n_critic critic steps
+    lambda_perceptual: float = 0.05  # lambda1
+    lambda_style: float = 120.0  # lambda2
+    lambda_pixel: float = 1.0  # lambda3
+    lambda_smooth: float = 1e-3  # lambda4
+    lambda_mask: float = -1.0  # lambda5
+    lambda_adv: float = 1.0  # lambda6
+    gamma: float = 6.0  # pixel weight inside the occlusion (PConv's hole weight, the paper's ref [13])
+    delta: float = 1.0  # pixel weight outside it
+    lambda_gp: float = 10.0
+    lambda_attr: float = 1.0  # beta of Eq. (3), also on the generator's paired loss
+    attr_divide_by_batch: bool = False
+    attr_on_natural: bool = False  # the paper uses L_attr only on paired images
+    smooth_reduction: str = "mean"  # "mean" (paper, with 1e-3) or "sum" (official, with 1e-5)
+    # Hole region of Eq. (6): the "true" synthetic mask (default) or the predicted 1-M (official). With the
+    # predicted split an occluder that M keeps costs only delta*|x-gt|, while lambda5*mean(M)^2 pays about
+    # 2*mean(M) per kept pixel, so "keep everything" is a stable optimum; the true split charges gamma = 6x.
+    # The mask itself is still learned only through x_final; no loss compares M with the true mask.
+    pixel_mask: str = "true"
+    pixel_target: str = "final"  # Eq. (6) compares x_final (paper) or x_synth (official)
+    gp_separate_step: bool = False  # official: a second Adam step on the gradient penalty alone
+    gp_critic: str = "mean"  # GP on the mean of the patch map, or its sum (official)
+    vgg_input: str = "imagenet"  # "imagenet" normalisation, or "pm1" (official feeds [-1,1] raw)
+    vgg_weights: str = ""
+    schedule: str = "linear"  # "linear" ratio ramp, "fixed" ratio, or "pretrain_finetune"
+    ratio_start: float = 10.0  # paired:natural batches at the start ...
+    ratio_end: float = 1.0  # ... and at the end of training
+    mask_threshold: float = 0.5  # for binarising 1-M (reported; the harness binarises)
+
+
+# The authors' code (methods.md section 1) where it differs from the paper's text.
+OFFICIAL = dict(
+    res_blocks=6,
+    lambda_smooth=1e-5,
+    smooth_reduction="sum",
+    lambda_attr=2000.0,
+    attr_divide_by_batch=True,
+    attr_on_natural=True,
+    n_critic=5,
+    vgg_input="pm1",
+    pixel_mask="predicted",
+    pixel_target="synth",
+    gp_separate_step=True,
+    gp_critic="sum",
+    schedule="fixed",
+    ratio_start=9.0,  # fake_real_rate=10: every 10th batch is natural
+    lr_decay_start=100 / 110,
+)
+QUICK = dict(width=32, d_width=32, batch_size=4)  # VGG-16 to pool3 dominates the CPU step
+
+
+def resolve_config(ctx: MethodContext, default_steps: int) -> OAGANConfig:
+    """Preset, then profile, then the user's options (cast to each field's type)."""
+    preset = ctx.option("preset", "paper")
+    if preset not in ("paper", "official"):
+        raise ValueError(f"oagan: preset must be 'paper' or 'official', got {preset!r}")
+    cfg = replace(OAGANConfig(), preset=preset, total_steps=default_steps)
+    if preset == "official":
+        cfg = replace(cfg, **OFFICIAL)
+    if ctx.profile == "quick":
+        cfg = replace(cfg, **QUICK)
+    known = {f.name for f in fields(cfg)}
+    unknown = sorted(set(ctx.options) - known)
+    if unknown:
+        warnings.warn(f"oagan: ignoring unknown option(s) {unknown}; known: {sorted(known)}", stacklevel=2)
+    cfg = replace(cfg, **{f.name: ctx.option(f.name, getattr(cfg, f.name)) for f in fields(cfg)})
+    if cfg.total_steps <= 0:
+        cfg = replace(cfg, total_steps=default_steps)
+    for key, allowed in (
+        ("pixel_mask", ("true", "predicted")),
+        ("pixel_target", ("final", "synth")),
+        ("gp_critic", ("mean", "sum")),
+        ("schedule", ("linear", "fixed", "pretrain_finetune")),
+        ("smooth_reduction", ("mean", "sum")),
+    ):
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"oagan: {key} must be one of {allowed}, got {getattr(cfg, key)!r}")
+    return cfg
+
+
+def natural_fraction(step: int, total: int, ratio_start: float, ratio_end: float) -> float:
+    """Share of natural batches at ``step``: linear from 1/(1+ratio_start) to 1/(1+ratio_end)."""
+    f0, f1 = 1 / (1 + ratio_start), 1 / (1 + ratio_end)
+    if total <= 1:
+        return f1
+    return f0 + (f1 - f0) * min(step, total - 1) / (total - 1)
+
+
+def _natural_count(steps: int, total: int, ratio_start: float, ratio_end: float) -> float:
+    """Sum of natural_fraction over steps 0..steps-1 (closed form of the linear ramp)."""
+    f0, f1 = 1 / (1 + ratio_start), 1 / (1 + ratio_end)
+    if total <= 1:
+        return f1 * steps
+    ramp = min(steps, total)
+    count = f0 * ramp + (f1 - f0) / (total - 1) * ramp * (ramp - 1) / 2
+    return count + f1 * max(0, steps - total)
+
+
+def is_natural_step(step: int, total: int, cfg: OAGANConfig) -> bool:
+    """Whether ``step`` trains on a natural (unpaired) batch.
+
+    ``linear``: the natural share grows linearly from 1:ratio_start to 1:ratio_end over ``total``
+    steps; a natural batch is placed wherever the running sum of that share crosses an integer, so
+    the first of every ~11 steps' worth is natural at the start and every other one at the end.
+    ``fixed``: the share stays 1/(1+ratio_start). ``pretrain_finetune``: paired for the first half,
+    natural for the second (the two-stage training the paper compares against).
+    """
+    if cfg.schedule == "pretrain_finetune":
+        return step >= total // 2
+    end = cfg.ratio_start if cfg.schedule == "fixed" else cfg.ratio_end
+    eps = 1e-9
+    before = _natural_count(step, total, cfg.ratio_start, end)
+    after = _natural_count(step + 1, total, cfg.ratio_start, end)
+    return math.floor(after + eps) > math.floor(before + eps)
+
+
+def attribute_names(names: tuple[str, ...], preset: str) -> tuple[str, ...]:
+    """The attributes the critic regresses: the paper's 10 or the official 7 where the data has them."""
+    wanted = PAPER_ATTRIBUTES if preset == "paper" else OFFICIAL_ATTRIBUTES
+    if all(n in names for n in wanted):
+        return wanted
+    if preset == "official" and names:
+        warnings.warn("oagan: data lacks the official 7 CelebA attributes; using its first 7", stacklevel=2)
+        return tuple(names[:7])
+    return tuple(names)
+
+
+def _to_pm1(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 - 1
+
+
+def _to_01(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1) / 2
+
+
+class OAGANMethod(Method):
+    """OA-GAN (Cai et al., TIFS 2021): predicts its own mask; mask crosses the API as 1 - M."""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.cfg = resolve_config(ctx, self.default_steps())
+        self.attributes = attribute_names(tuple(ctx.attribute_names), self.cfg.preset)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            self.G = build_generator(self.cfg.generator, self.cfg.width, self.cfg.res_blocks).to(ctx.device)
+            self.D = OAGANDiscriminator(ctx.image_size, self.cfg.d_width, len(self.attributes)).to(ctx.device)
+        self.vgg: VGGFeatures | None = None
+        self.opt_G: torch.optim.Adam | None = None
+        self.opt_D: torch.optim.Adam | None = None
+        self.data: TrainData | None = None
+        self.attr_columns: list[int] = []
+
+    def default_steps(self) -> int:
+        return DEFAULT_STEPS.get(self.ctx.profile, DEFAULT_STEPS["paper"])
+
+    # ----------------------------------------------------------------------------------- training
+    def setup_training(self, data: TrainData) -> None:
+        cfg = self.cfg
+        missing = [a for a in self.attributes if a not in data.attribute_names]
+        if missing:
+            raise ValueError(f"oagan: training data lacks attributes {missing}")
+        self.attr_columns = [data.attribute_names.index(a) for a in self.attributes]
+        self.data = data
+        if self.vgg is None and (cfg.lambda_perceptual or cfg.lambda_style):
+            weights = find_vgg_weights(cfg.vgg_weights or None, self.ctx.weights_dir)
+            self.vgg = VGGFeatures(weights, input_range=cfg.vgg_input).to(self.ctx.device)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+
+    def _learning_rate(self, step: int) -> float:
+        cfg = self.cfg
+        start = cfg.lr_decay_start * cfg.total_steps
+        if step < start or cfg.lr_decay_start >= 1:
+            return cfg.lr
+        return cfg.lr * max(0.0, (cfg.total_steps - step) / max(1.0, cfg.total_steps - start))
+
+    def _attrs(self, attributes: torch.Tensor) -> torch.Tensor:
+        return attributes[:, self.attr_columns].to(self.ctx.device)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        if self.data is None or self.opt_G is None or self.opt_D is None:
+            raise RuntimeError("oagan: call setup_training(data) before train_step")
+        cfg, dev = self.cfg, self.ctx.device
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = self._learning_rate(step)
+        self.G.train()
+        paired = not is_natural_step(step, cfg.total_steps, cfg)
+        gt = hole = None
+        if paired:
+            batch = self.data.paired(cfg.batch_size)
+            x, attrs = batch.occluded, batch.attributes
+            gt, hole = _to_pm1(batch.clean.to(dev)), batch.mask.to(dev)
+        else:
+            x, attrs = self.data.natural_batch(cfg.batch_size)
+        real = self.data.clean_batch(cfg.batch_size)
+        x = _to_pm1(x.to(dev))
+        update_g = step % cfg.n_critic == 0
+        with torch.set_grad_enabled(update_g):
+            out = self.G(x)
+        losses = self._critic_step(_to_pm1(real.images.to(dev)), self._attrs(real.attributes), out.final.detach())
+        if update_g:
+            losses.update(self._generator_step(out, gt, hole, self._attrs(attrs), paired))
+        return losses
+
+    def _critic_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        adv, attr = self.D(images)
+        return adv.mean(dim=(1, 2, 3)), attr
+
+    def _critic_step(self, real: torch.Tensor, real_attrs: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        cfg, opt = self.cfg, self.opt_D
+        self.D.requires_grad_(True)
+        score_real, attr_real = self._critic_scores(real)
+        score_fake, _ = self._critic_scores(fake)
+        adv = L.critic_adv(score_real, score_fake)
+        attr = L.attribute(attr_real, real_attrs, cfg.attr_divide_by_batch) if attr_real is not None else adv * 0
+        loss = adv + cfg.lambda_attr * attr
+        critic = self.D.critic if cfg.gp_critic == "mean" else (lambda z: self.D(z).adv)
+        if cfg.gp_separate_step:  # official: step on the critic loss, then a separate step on the GP
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss = torch.zeros((), device=real.device)
+        gp = gradient_penalty(critic, real, fake)
+        opt.zero_grad(set_to_none=True)
+        (loss + cfg.lambda_gp * gp).backward()
+        opt.step()
+        return {"d_adv": adv.item(), "d_attr": attr.item(), "d_gp": gp.item()}
+
+    def _generator_step(
+        self,
+        out: GeneratorOutput,
+        gt: torch.Tensor | None,
+        hole: torch.Tensor | None,
+        attrs: torch.Tensor,
+        paired: bool,
+    ) -> dict[str, float]:
+        cfg = self.cfg
+        self.D.requires_grad_(False)
+        score, attr_pred = self._critic_scores(out.final)
+        terms = {
+            "adv": (cfg.lambda_adv, L.generator_adv(score)),
+            "smooth": (cfg.lambda_smooth, L.smoothness(out.final, out.keep, cfg.smooth_reduction)),
+            "mask": (cfg.lambda_mask, L.mask_l2(out.keep)),
+        }
+        if paired:
+            if self.vgg is not None:
+                feats = self.vgg(_to_01(torch.cat([out.synth, out.final, gt])))
+                synth, final, target = zip(*(f.chunk(3) for f in feats), strict=True)
+                terms["perceptual"] = (cfg.lambda_perceptual, L.perceptual(synth, final, target))
+                terms["style"] = (cfg.lambda_style, L.style(synth, final, target))
+            region = hole if cfg.pixel_mask == "true" else 1 - out.keep.detach()
+            pred = out.final if cfg.pixel_target == "final" else out.synth
+            terms["pixel"] = (cfg.lambda_pixel, L.pixel(pred, gt, region, cfg.gamma, cfg.delta))
+        if attr_pred is not None and (paired or cfg.attr_on_natural):
+            terms["attr"] = (cfg.lambda_attr, L.attribute(attr_pred, attrs, cfg.attr_divide_by_batch))
+        total = sum(w * v for w, v in terms.values())
+        self.opt_G.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_G.step()
+        self.D.requires_grad_(True)
+        result = {f"g_{k}": v.item() for k, (_, v) in terms.items()}
+        result["g_total"] = total.item()
+        return result
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"G": self.G.state_dict(), "D": self.D.state_dict()}
+        if self.opt_G is not None and self.opt_D is not None:
+            state["opt_G"] = self.opt_G.state_dict()
+            state["opt_D"] = self.opt_D.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.opt_G is not None and "opt_G" in state:
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+
+    # -------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def restore(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Restoration:
+        """Mask-free: ``masks`` is ignored. Returns x_final and the soft occlusion mask 1 - M."""
+        self.G.eval()
+        out = self.G(_to_pm1(images.to(self.ctx.device)))
+        final = _to_01(out.final).clamp(0, 1).to(images.device)
+        return Restoration(final, (1 - out.keep).to(images.device))
+
+    def info(self) -> dict[str, Any]:
+        if self.vgg is not None:
+            vgg = self.vgg.source
+        else:
+            weights = find_vgg_weights(self.cfg.vgg_weights or None, self.ctx.weights_dir)
+            vgg = {"backbone": "timm:vgg16", "weights": str(weights) if weights else "random-init(seed=0)"}
+        return {**asdict(self.cfg), "attributes": list(self.attributes), "vgg": vgg}
