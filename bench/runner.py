@@ -346,6 +346,8 @@ class Runner:
     # training -----------------------------------------------------------------------------------
     def _context(self, spec: MethodSpec, bench: Benchmark, device) -> MethodContext:
         options = {**spec.options, **self.config.options_for(spec.name)}
+        if self.config.steps is not None:  # schedules (OA-GAN's ratio, fine-tuning phases) span the budget
+            options.setdefault("total_steps", self.config.steps)
         return MethodContext(
             image_size=self.config.image_size,
             profile=self.config.profile,

@@ -57,10 +57,17 @@ class VGGFeatures(nn.Module):
             model = timm.create_model("vgg16", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
             self.source = {"backbone": "timm:vgg16", "weights": str(weights), "sha256": file_sha256(weights)}
         else:
-            fork = torch.random.fork_rng(devices=[])
-            with fork:
-                torch.manual_seed(0)
+            # Build on the meta device (the 100M-parameter classifier costs seconds to initialise and is
+            # never used), then materialise and seed only the convolutions up to pool3.
+            with torch.device("meta"):
                 model = timm.create_model("vgg16", pretrained=False)
+            model.features = model.features[: POOL_SLICES[-1][1]].to_empty(device="cpu")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                for m in model.features.modules():
+                    if isinstance(m, nn.Conv2d):  # timm's VGG init
+                        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                        nn.init.zeros_(m.bias)
             self.source = {"backbone": "timm:vgg16", "weights": "random-init(seed=0)", "sha256": None}
             if not _warned:
                 warnings.warn(
