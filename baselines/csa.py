@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -414,19 +413,8 @@ class CSAMethod(Method):
     def _modules(self) -> dict[str, nn.Module | None]:
         return {"rough": self.rough, "refine": self.refine, "d_image": self.d_image, "d_feature": self.d_feature}
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {k: m.state_dict() for k, m in self._modules().items() if m is not None}
-        if self.opt_g is not None:
-            state["opt_g"], state["opt_d"] = self.opt_g.state_dict(), self.opt_d.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key, module in self._modules().items():
-            if module is not None and key in state:
-                module.load_state_dict(state[key])
-        if self.opt_g is not None and "opt_g" in state:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
+    def parts(self) -> dict[str, Any]:
+        return {**self._modules(), "opt_g": self.opt_g, "opt_d": self.opt_d}
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:

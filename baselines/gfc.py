@@ -31,7 +31,6 @@ Deviations, all options:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -280,24 +279,14 @@ class GFCMethod(Method):
         logs.update({k: float(v.detach()) for k, v in terms.items() if k != "recon"})
         return logs
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "G": self.G.state_dict(),
-            "D_local": self.D_local.state_dict(),
-            "D_global": self.D_global.state_dict(),
+    def parts(self) -> dict[str, Any]:
+        return {
+            "G": self.G,
+            "D_local": self.D_local,
+            "D_global": self.D_global,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
         }
-        if self.opt_g is not None:
-            state["opt_g"] = self.opt_g.state_dict()
-            state["opt_d"] = self.opt_d.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D_local.load_state_dict(state["D_local"])
-        self.D_global.load_state_dict(state["D_global"])
-        if self.opt_g is not None and "opt_g" in state:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:

@@ -17,7 +17,6 @@ Deviations, all documented as options:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -245,16 +244,8 @@ class PConvMethod(Method):
         self.optimizer.step()
         return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"net": self.net.state_dict()}
-        if self.optimizer is not None:
-            state["optimizer"] = self.optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        if self.optimizer is not None and "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
+    def parts(self) -> dict[str, Any]:
+        return {"net": self.net, "optimizer": self.optimizer}
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:

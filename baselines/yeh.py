@@ -16,7 +16,6 @@ default, solved here by our own batched solver. Options: DCGAN ``z_dim width bat
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -291,22 +290,13 @@ class YehMethod(Method):
             "d_fake": torch.sigmoid(logit_fake).mean().item(),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
+    def parts(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
         }
-        if self.opt_g is not None and self.opt_d is not None:
-            state["opt_g"] = self.opt_g.state_dict()
-            state["opt_d"] = self.opt_d.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        if self.opt_g is not None and "opt_g" in state:
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
 
     def complete(self, images: torch.Tensor, masks: torch.Tensor) -> SearchResult:
         """Latent search for a batch in chunks of ``search_batch`` candidates; G(z_hat) in [-1,1]."""

@@ -102,11 +102,27 @@ class Method:
         """One optimisation step; returns the named losses (floats) for logging and the NaN guard."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict[str, Any]:
+    def parts(self) -> dict[str, Any]:
+        """Named networks and optimisers (None before ``setup_training``) that make up the state.
+
+        The default ``state_dict``/``load_state_dict`` round-trip exactly these, so most methods only
+        name their parts; a network missing from a checkpoint is an error, an optimiser is optional.
+        """
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {key: part.state_dict() for key, part in self.parts().items() if part is not None}
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
+        from torch import nn
+
+        for key, part in self.parts().items():
+            if part is None:
+                continue
+            if key in state:
+                part.load_state_dict(state[key])
+            elif isinstance(part, nn.Module):
+                raise KeyError(f"{type(self).__name__}: checkpoint has no {key!r}; it was saved by another method")
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
         raise NotImplementedError

@@ -57,3 +57,8 @@ def attribute(pred: torch.Tensor, target: torch.Tensor, divide_by_batch: bool = 
     """Eq. (3)'s L_attr: MSE regression to 0/1 labels; the official code also divides by the batch size."""
     loss = F.mse_loss(pred, target)
     return loss / pred.size(0) if divide_by_batch else loss
+
+
+def mask_supervision(keep: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """BCE between the predicted occlusion 1-M and the known synthetic mask (an option, off in Eq. 8)."""
+    return F.binary_cross_entropy((1 - keep).clamp(1e-6, 1 - 1e-6), hole)

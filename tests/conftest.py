@@ -6,6 +6,17 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The networks in unit tests are tiny: one thread beats two (no oversubscription, no sync cost)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -80,5 +91,18 @@ def make_context():
             options=dict(options),
             attribute_names=tuple("abcdefghij"),
         )
+
+    return make
+
+
+@pytest.fixture
+def fixed_paired():
+    """``fixed_paired(data, batch)``: training data whose paired batch never changes, so the losses of
+    successive steps are comparable (a few steps must lower them)."""
+    from types import SimpleNamespace
+
+    def make(data, batch_size: int):
+        batch = data.paired(batch_size)
+        return SimpleNamespace(paired=lambda n: batch)
 
     return make

@@ -20,15 +20,6 @@ from baselines.csa import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run fastest single-threaded on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _holed_batch(size: int, n: int = 2):
     images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(n, 1, size, size)

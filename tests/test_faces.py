@@ -91,9 +91,7 @@ def test_makeup_and_age_are_visible(renderer):
 
 def test_attributes_are_consistent_and_all_occur():
     attrs = np.stack([make_identity(0, i).attributes() for i in range(300)])
-    beards = attrs[
-        :, [PAPER_ATTRIBUTES.index(a) for a in ("5_o_Clock_Shadow", "Goatee", "Mustache", "Sideburns")]
-    ]
+    beards = attrs[:, [PAPER_ATTRIBUTES.index(a) for a in ("5_o_Clock_Shadow", "Goatee", "Mustache", "Sideburns")]]
     np.testing.assert_array_equal(attrs[:, PAPER_ATTRIBUTES.index("No_Beard")], beards.max(1) == 0)
     male = attrs[:, PAPER_ATTRIBUTES.index("Male")] == 1
     assert not beards[~male].any()
@@ -101,9 +99,7 @@ def test_attributes_are_consistent_and_all_occur():
 
 
 def test_identities_alike_within_distinct_between(renderer):
-    imgs = np.stack(
-        [[_render(renderer, make_identity(2, i), seed=s).clean for s in (1, 2)] for i in range(10)]
-    )
+    imgs = np.stack([[_render(renderer, make_identity(2, i), seed=s).clean for s in (1, 2)] for i in range(10)])
     imgs = imgs.astype(np.float64)
     within = np.abs(imgs[:, 0] - imgs[:, 1]).mean()
     between = np.mean([np.abs(imgs[i, 0] - imgs[(i + 1) % 10, 1]).mean() for i in range(10)])

@@ -1,5 +1,4 @@
 import io
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,21 +6,6 @@ import torch
 from baselines.gfc import GFCGenerator, GFCMethod, crop_boxes, default_fc_width, mask_boxes
 
 SMALL = {"width": 4, "d_width": 4, "batch_size": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The nets here are tiny: one thread avoids oversubscribing the shared CPU (much faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def fixed_batches(data, size: int):
-    """Always the same paired batch, so that the loss of successive steps is comparable."""
-    batch = data.paired(size)
-    return SimpleNamespace(paired=lambda n: batch)
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -84,10 +68,10 @@ def test_mask_boxes_and_crops():
     assert torch.equal(crops[0], images[0, :, :8, :8]) and torch.equal(crops[1], images[1, :, 4:12, 4:12])
 
 
-def test_reconstruction_steps_lower_the_loss(make_context, make_train_data):
+def test_reconstruction_steps_lower_the_loss(make_context, make_train_data, fixed_paired):
     torch.manual_seed(0)
     method = GFCMethod(make_context(32, **{**SMALL, "batch_size": 4}, lr=5e-3, recon_only_fraction=1.0))
-    method.setup_training(fixed_batches(make_train_data(32, 8), 4))
+    method.setup_training(fixed_paired(make_train_data(32, 8), 4))
     losses = [method.train_step(step)["recon"] for step in range(12)]
     assert sum(losses[-3:]) / 3 < 0.92 * sum(losses[:3]) / 3
 

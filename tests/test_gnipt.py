@@ -1,5 +1,4 @@
 import io
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,21 +6,6 @@ import torch
 from baselines.gnipt import ContextualAttention, GnIptMethod, spatial_discount
 
 SMALL = {"width": 4, "d_width": 4, "batch_size": 2, "d_steps": 1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The nets here are tiny: one thread avoids oversubscribing the shared CPU (much faster)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def fixed_batches(data, size: int):
-    """Always the same paired batch, so that the loss of successive steps is comparable."""
-    batch = data.paired(size)
-    return SimpleNamespace(paired=lambda n: batch)
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -74,10 +58,10 @@ def test_spatial_discount_hand_case():
     assert torch.isclose(w[2, 2], torch.tensor(0.9)) and torch.isclose(w[3, 3], torch.tensor(0.81))
 
 
-def test_reconstruction_steps_lower_the_loss(make_context, make_train_data):
+def test_reconstruction_steps_lower_the_loss(make_context, make_train_data, fixed_paired):
     torch.manual_seed(0)
     method = GnIptMethod(make_context(32, **{**SMALL, "batch_size": 4, "d_steps": 0}, lr=1e-3, gan_loss_alpha=0.0))
-    method.setup_training(fixed_batches(make_train_data(32, 8), 4))
+    method.setup_training(fixed_paired(make_train_data(32, 8), 4))
     losses = [(lambda logs: logs["l1"] + logs["ae"])(method.train_step(step)) for step in range(10)]
     assert sum(losses[-3:]) / 3 < 0.92 * sum(losses[:3]) / 3
 

@@ -36,9 +36,7 @@ def test_masks_nonempty_sane_area_and_composited(gen, faces):
         for k in range(6):
             face = faces[k]
             occ = gen.apply(face.clean, face.landmarks, rng, members[k * 5 % len(members)])
-            assert (
-                occ.image.shape == (64, 64, 3) and occ.image.dtype == np.uint8 and occ.mask.dtype == np.uint8
-            )
+            assert occ.image.shape == (64, 64, 3) and occ.image.dtype == np.uint8 and occ.mask.dtype == np.uint8
             assert occ.family == family and occ.type_name.startswith(family + "/")
             assert 0.003 < occ.mask.mean() < 0.8, occ.type_name
             changed = np.abs(occ.image.astype(int) - face.clean).sum(-1) > 0
@@ -84,11 +82,7 @@ def test_placement_follows_landmarks(faces):
         assert m[int(lm[3:, 1].mean()), int(lm[3:, 0].mean())] == 1  # the mouth is covered
         assert m[int(lm[0, 1]), int(lm[0, 0])] == 0  # the eyes are not
     assert rule_for("eyeglasses").length == 100 and rule_for("hand").length == 120
-    assert (
-        rule_for("phone").length == 80
-        and rule_for("cup") == rule_for("scarf")
-        and rule_for("ball").length == 70
-    )
+    assert rule_for("phone").length == 80 and rule_for("cup") == rule_for("scarf") and rule_for("ball").length == 70
 
 
 def test_fast_enough(gen, faces):

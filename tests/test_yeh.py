@@ -17,15 +17,6 @@ from bench.training import load_checkpoint, save_checkpoint
 TINY = dict(width=4, batch_size=8, iterations=3, candidates=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs run fastest single-threaded on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _holed_batch(size: int, n: int = 2, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     images = torch.rand(n, 3, size, size, generator=gen)
