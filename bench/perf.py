@@ -50,7 +50,9 @@ def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str,
     from bench.runstore import write_png
 
     profile = "paper" if size >= 128 else "quick"
-    bench = build_synthetic(size=size, seed=0, identities=8, images_per_identity=4)
+    bench = build_synthetic(
+        size=size, seed=0, identities=8, train_clean=32, train_natural=16, test_paired=16, test_natural=8, test_clean=8
+    )
     ctx = MethodContext(
         image_size=size,
         profile=profile,

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The device check for a session that is lent a GPU (run it once through the device tool, then give it back):
+# CUDA tests, `bench perf` at 64 and 128 px, and a short paper-profile run of the main job. Everything lands in $OUT.
+set -uo pipefail
+OUT=${OUT:-results/gpu-check}
+mkdir -p "$OUT"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+if [ ! -x .venv/bin/bench ]; then
+  python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' > "$OUT/install.txt" 2>&1
+fi
+timeout 150 .venv/bin/python -m pytest -q -m gpu tests/test_gpu.py > "$OUT/gpu-tests.txt" 2>&1
+timeout 200 .venv/bin/bench perf -m identity,telea,oagan,pconv,csa,gfc,gnipt,yeh --sizes 64,128 --batch-size 16 \
+  --device cuda --output "$OUT/perf.json" > "$OUT/perf.txt" 2>&1
+timeout 200 .venv/bin/bench run --methods oagan,pconv --profile paper --steps 300 --limit 64 --device cuda \
+  --output "$OUT/results" > "$OUT/run.txt" 2>&1
+tail -n 30 "$OUT"/*.txt
