@@ -250,6 +250,7 @@ def perf(
     batch_size: int = typer.Option(8),
     device: str = typer.Option("auto"),
     repeats: int = typer.Option(5),
+    profile: str = typer.Option("quick", help="Method widths and iteration counts: quick or paper."),
     output: Path | None = typer.Option(None, help="Also write the table as JSON here."),
 ) -> None:
     """Measure images/s (inference and training step), harness overhead and peak memory per method."""
@@ -262,6 +263,7 @@ def perf(
         device=device,
         repeats=repeats,
         output=output,
+        profile=profile,
     )
 
 

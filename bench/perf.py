@@ -39,7 +39,7 @@ def _timed(fn, device, repeats: int) -> float:
     return float(np.median(times))
 
 
-def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str, Any]:
+def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str = "quick") -> dict[str, Any]:
     import torch
 
     from bench import metrics
@@ -49,7 +49,6 @@ def measure(spec, size: int, batch_size: int, device, repeats: int) -> dict[str,
     from bench.runner import quantize
     from bench.runstore import write_png
 
-    profile = "paper" if size >= 128 else "quick"
     bench = build_synthetic(
         size=size, seed=0, identities=8, train_clean=32, train_natural=16, test_paired=16, test_natural=8, test_clean=8
     )
@@ -133,6 +132,7 @@ def run_perf(
     device: str = "auto",
     repeats: int = 5,
     output: Path | None = None,
+    profile: str = "quick",
 ) -> list[dict[str, Any]]:
     import torch
     from rich.console import Console
@@ -150,7 +150,7 @@ def run_perf(
         spec = reg.get(name)
         for size in sizes:
             try:
-                rows.append(measure(spec, size, batch_size, dev, repeats))
+                rows.append(measure(spec, size, batch_size, dev, repeats, profile))
             except Exception as exc:  # report and go on: one slow or broken method must not hide the rest
                 rows.append({"method": name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
             console.print(rows[-1])

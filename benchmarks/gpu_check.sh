@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/bench ]; then
   python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' > "$OUT/install.txt" 2>&1
 fi
 timeout 150 .venv/bin/python -m pytest -q -m gpu tests/test_gpu.py > "$OUT/gpu-tests.txt" 2>&1
-timeout 200 .venv/bin/bench perf -m identity,telea,oagan,pconv,csa,gfc,gnipt,yeh --sizes 64,128 --batch-size 16 \
+timeout 200 .venv/bin/bench perf -m identity,telea,oagan,pconv,csa,gfc,gnipt,yeh --sizes 64,128 --batch-size 16 --profile paper \
   --device cuda --output "$OUT/perf.json" > "$OUT/perf.txt" 2>&1
 timeout 200 .venv/bin/bench run --methods oagan,pconv --profile paper --steps 300 --limit 64 --device cuda \
   --output "$OUT/results" > "$OUT/run.txt" 2>&1

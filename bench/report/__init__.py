@@ -50,6 +50,8 @@ def _table(summary, split: str, columns: list[tuple[str, str, int]], reported: d
     for _, r in part.iterrows():
         r = r.to_dict()
         cells = [_metric_cell(r, col, d) for col, _, d in columns]
+        if all(c == "–" for c in cells):
+            continue  # e.g. mask scores of a method that predicts no mask
         paper = reported.get(r["method"], {})
         rows.append(
             {
