@@ -3,8 +3,8 @@
 For each method and image size: training-step throughput (images/s; trainable methods), inference
 throughput of ``restore`` alone (the bare model), the same batch through the harness's evaluation
 path (masking, quantisation, PNG writes, PSNR/SSIM) to give the harness overhead, and peak memory
-(CUDA peak allocation on a GPU; peak RSS growth of the process on CPU). Networks are untrained:
-speed does not depend on the weights.
+(CUDA peak allocation on a GPU; the process's peak RSS on CPU, so run one method per call to isolate
+it). Networks are untrained: speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     method = spec.load()(ctx)
     row: dict[str, Any] = {
         "method": spec.name,
@@ -121,7 +120,7 @@ def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str
     if device.type == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     else:
-        row["peak_rss_growth_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024, 1)
+        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # whole process
     return row
 
 

@@ -37,9 +37,7 @@ def build_synthetic(
     """Render the synthetic benchmark at ``size`` px; ``user_dir`` adds user occluders to test_paired."""
     renderer = FaceRenderer(size)
     people = [make_identity(seed, i) for i in range(identities)]
-    counts = dict(
-        zip(_SPLITS, (train_clean, train_natural, test_paired, test_natural, test_clean), strict=True)
-    )
+    counts = dict(zip(_SPLITS, (train_clean, train_natural, test_paired, test_natural, test_clean), strict=True))
     sets: dict[str, FaceSet] = {}
     for split_index, split in enumerate(_SPLITS):
         natural = split.endswith("natural")

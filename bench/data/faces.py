@@ -32,15 +32,11 @@ _SKIN = np.array(
     ],
     np.float64,
 )
-_HAIR = np.array(
-    [(28, 24, 24), (58, 40, 30), (98, 68, 44), (142, 102, 64), (204, 168, 112), (146, 62, 34)], np.float64
-)
+_HAIR = np.array([(28, 24, 24), (58, 40, 30), (98, 68, 44), (142, 102, 64), (204, 168, 112), (146, 62, 34)], np.float64)
 _IRIS = np.array([(58, 38, 24), (102, 66, 36), (70, 112, 162), (80, 120, 80), (110, 120, 132)], np.float64)
 _LIPSTICK = np.array([(196, 24, 48), (214, 72, 120), (128, 24, 60), (224, 60, 60)], np.float64)
 _SHADOW = np.array([(112, 72, 140), (60, 90, 150), (140, 90, 60), (70, 70, 80)], np.float64)
-_CLOTHES = np.array(
-    [(40, 40, 48), (200, 200, 205), (60, 80, 140), (140, 40, 40), (50, 110, 70), (150, 120, 80)]
-)
+_CLOTHES = np.array([(40, 40, 48), (200, 200, 205), (60, 80, 140), (140, 40, 40), (50, 110, 70), (150, 120, 80)])
 _FRAME = np.array([(20, 20, 20), (90, 55, 30), (200, 170, 90), (170, 170, 178), (150, 30, 40), (40, 60, 130)])
 _SUNLENS = np.array([(18, 18, 22), (60, 38, 22), (24, 50, 34), (30, 40, 80)])
 _FACEMASK = np.array([(150, 200, 225), (236, 236, 236), (30, 30, 34), (235, 170, 190), (120, 160, 120)])
@@ -289,9 +285,7 @@ class FaceRenderer:
         landmarks = (landmarks @ affine[:, :2].T + affine[:, 2] + 0.5) / self.ss - 0.5
         clean = self._finish(img, pose)
         if natural is None:
-            return Rendered(
-                clean, landmarks.astype(np.float32), clean, np.zeros(clean.shape[:2], np.uint8), ""
-            )
+            return Rendered(clean, landmarks.astype(np.float32), clean, np.zeros(clean.shape[:2], np.uint8), "")
         pen.img, pen.cov = img.copy(), np.zeros((s, s), np.uint8)
         style = _NATURAL_DRAW[natural](pen, ident, pose.style)
         cov = cv2.resize(pen.cov, (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -462,9 +456,7 @@ class FaceRenderer:
             )
             bx, by = ex + side * 0.004, ey - f.eye_size * 0.9 - 0.022
             arch = _arc(bx, by + f.brow_arch, w * 1.4, f.brow_arch + 0.004, np.pi * 1.08, np.pi * 1.92, 9)
-            pen.poly(
-                np.concatenate([arch, arch[::-1] + (0, f.brow_thick)]), _mix(brow_colour, (15, 10, 8), 0.3)
-            )
+            pen.poly(np.concatenate([arch, arch[::-1] + (0, f.brow_thick)]), _mix(brow_colour, (15, 10, 8), 0.3))
             centres.append((ex, ey))
         return centres
 
@@ -524,9 +516,7 @@ class FaceRenderer:
             if f.hair_style == 2 and not f.young:  # receding: a thin band over the temples only
                 for side in (-1, 1):
                     pen.poly(
-                        _arc(cx + side * (w - 0.02), cy - 0.12, 0.05, 0.13, 0.5 * np.pi, 1.5 * np.pi, 8)[
-                            ::side
-                        ],
+                        _arc(cx + side * (w - 0.02), cy - 0.12, 0.05, 0.13, 0.5 * np.pi, 1.5 * np.pi, 8)[::side],
                         hair,
                     )
                 return
@@ -601,18 +591,14 @@ def _glasses(pen: _Pen, f: Identity, style: int, sun: bool) -> int:
             sel = region > 0
             pen.img[sel] = (pen.img[sel] * 0.86 + np.array([215, 230, 245]) * 0.14).astype(np.uint8)
             pen.cov[sel] = 255
-            pen.line(
-                [(ex - rx * 0.55, ey + ry * 0.1), (ex - rx * 0.1, ey - ry * 0.6)], (240, 244, 250), 0.005
-            )
+            pen.line([(ex - rx * 0.55, ey + ry * 0.1), (ex - rx * 0.1, ey - ry * 0.6)], (240, 244, 250), 0.005)
         pen.line(np.concatenate([box, box[:1]]), tuple(colour), width)
         pen.line(
             [(ex + side * rx, ey - ry * 0.5), (0.5 + side * (f.face_w + 0.01), f.eye_y + 0.01)],
             tuple(colour),
             width,
         )
-    pen.line(
-        _arc(0.5, f.eye_y + 0.01, f.eye_dx - rx, 0.012, np.pi * 1.1, np.pi * 1.9, 6), tuple(colour), width
-    )
+    pen.line(_arc(0.5, f.eye_y + 0.01, f.eye_dx - rx, 0.012, np.pi * 1.1, np.pi * 1.9, 6), tuple(colour), width)
     return style % 72
 
 

@@ -141,9 +141,7 @@ def _lens(shape: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
 
 def _glasses(sk: _Sketch, p: Sequence[int], rng: np.random.Generator, sun: bool) -> None:
     shape, frame = p[0], _COLOURS[p[1]] if not sun else _COLOURS[(0, 6, 7, 5)[p[2]]]
-    lens_colour = (
-        [(15, 15, 18), (70, 42, 22), (24, 54, 36), (30, 40, 90), (90, 30, 30)][p[1] % 5] if sun else None
-    )
+    lens_colour = [(15, 15, 18), (70, 42, 22), (24, 54, 36), (30, 40, 90), (90, 30, 30)][p[1] % 5] if sun else None
     width = (0.02, 0.045)[p[2] % 2] if not sun else 0.035
     for side in (-1, 1):
         pts = _lens(shape, 0.5 + side * 0.24, 0.5, 0.17, 0.36)
@@ -218,9 +216,7 @@ def _cloth(sk: _Sketch, p, rng) -> None:
 
 def _scarf(sk: _Sketch, p, rng) -> None:
     colour = _COLOURS[p[0] + 2]
-    sk.poly(
-        [(0.0, 0.15), (0.5, 0.3 + 0.1 * p[2]), (1.0, 0.15), (1.0, 0.75), (0.5, 0.95), (0.0, 0.75)], colour
-    )
+    sk.poly([(0.0, 0.15), (0.5, 0.3 + 0.1 * p[2]), (1.0, 0.15), (1.0, 0.75), (0.5, 0.95), (0.0, 0.75)], colour)
     sk.pattern(p[1], _shade(colour, 0.55) if p[1] != 3 else (240, 240, 240), rng)
     sk.line([(0.05, 0.5), (0.5, 0.62), (0.95, 0.5)], _shade(colour, 0.75), 0.02, paint_only=True)
 
@@ -501,9 +497,7 @@ class OcclusionGenerator:
         fam.draw(sketch, t.params, np.random.default_rng([zlib.crc32(t.family.encode()), *t.params]))
         return sketch.sprite()
 
-    def apply(
-        self, clean: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, type_index: int
-    ) -> Occlusion:
+    def apply(self, clean: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, type_index: int) -> Occlusion:
         """Occlude ``clean`` (uint8 [H,W,3]) with type ``type_index``, placed by ``landmarks`` ([5,2] x,y)."""
         t = self._types[type_index]
         sprite = _rotate(self.sprite(type_index), rng.uniform(-ROTATION_DEG, ROTATION_DEG))
@@ -524,9 +518,7 @@ def _rotate(sprite: np.ndarray, angle: float) -> np.ndarray:
     return out
 
 
-def _place(
-    where: str, lm: np.ndarray, w: int, h: int, size: int, rng: np.random.Generator
-) -> tuple[int, int]:
+def _place(where: str, lm: np.ndarray, w: int, h: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
     """Top-left corner of the rotated sprite (official rules, landmark-anchored, scaled by size/128)."""
     s = size / 128
     eyes, nose, mouth = lm[:2].mean(0), lm[2], lm[3:].mean(0)

@@ -45,9 +45,7 @@ def preview_grid(benchmark: Benchmark, path: str | Path, n: int = 8) -> Path:
     for c in range(n):
         lines = describe(benchmark.attribute_names, paired.attributes[c])
         lines += [f"S: {paired.occluders[c]}" if paired.occluders else "", f"N: {_natural_name(natural, c)}"]
-        draw.multiline_text(
-            (left + c * (cell + 4), y + 2), "\n".join(lines), fill="black", font=font, spacing=1
-        )
+        draw.multiline_text((left + c * (cell + 4), y + 2), "\n".join(lines), fill="black", font=font, spacing=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
