@@ -19,7 +19,7 @@ from bench.data.types import PAPER_ATTRIBUTES
 
 NATURAL_KINDS = ("eyeglasses", "sunglasses", "facemask")
 
-_SKIN = np.array(
+SKIN_TONES = np.array(
     [
         (241, 206, 184),
         (233, 190, 160),
@@ -110,7 +110,9 @@ def make_identity(seed: int, index: int) -> Identity:
     shadow, goatee, mustache, sideburns = (bool(b and male) for b in beard)
     makeup = bool(not male and r.random() < 0.5)
     lipstick = bool(not male and r.random() < (0.9 if makeup else 0.3))
-    tone = _SKIN[r.integers(0, 3)] if pale else _SKIN[r.integers(0, len(_SKIN))] * r.uniform(0.96, 1.04, 3)
+    tone = (
+        SKIN_TONES[r.integers(0, 3)] if pale else SKIN_TONES[r.integers(0, len(SKIN_TONES))] * r.uniform(0.96, 1.04, 3)
+    )
     skin = _mix(tone, (250, 240, 236), 0.45 if pale else 0.0)
     hair = _HAIR[r.integers(0, len(_HAIR))]
     if not young:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bench.data.faces import SKIN_TONES
 from bench.data.types import Occlusion
 
 ROTATION_DEG = 15.0
@@ -37,16 +38,7 @@ _COLOURS = [
     (220, 110, 170),
     (100, 50, 140),
 ]
-_SKINS = [
-    (241, 206, 184),
-    (222, 172, 138),
-    (203, 150, 112),
-    (178, 124, 92),
-    (148, 100, 72),
-    (118, 80, 58),
-    (92, 62, 46),
-    (233, 190, 160),
-]
+_SKINS = [tuple(int(c) for c in SKIN_TONES[i]) for i in (0, 2, 3, 4, 5, 6, 7, 1)]  # hands: the faces' palette
 
 
 class Rule(NamedTuple):
