@@ -45,14 +45,15 @@ def _metric_cell(row, col: str, digits: int) -> str:
 
 
 def _table(summary, split: str, columns: list[tuple[str, str, int]], reported: dict[str, dict]) -> dict:
-    rows = []
+    rows, seen = [], set()
     part = summary[summary["split"] == split] if not summary.empty else summary
     for _, r in part.iterrows():
         r = r.to_dict()
         cells = [_metric_cell(r, col, d) for col, _, d in columns]
         if all(c == "–" for c in cells):
             continue  # e.g. mask scores of a method that predicts no mask
-        paper = reported.get(r["method"], {})
+        paper = reported.get(r["method"], {}) if r["method"] not in seen else {}  # once per method
+        seen.add(r["method"])
         rows.append(
             {
                 "label": r["label"],
