@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import torch
 
+from bench.data.types import to_tensor, to_uint8
 from bench.method import Method, MethodContext, Restoration
 
 
@@ -20,17 +21,6 @@ class IdentityMethod(Method):
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
         return Restoration(images.clone())
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [B,3,H,W] in [0,1] -> uint8 [B,H,W,3] (what cv2 wants)."""
-    return images.detach().mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def from_uint8(images: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1] on ``like``'s device."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    return tensor.to(like.device, like.dtype) / 255
 
 
 class TeleaMethod(Method):
@@ -53,7 +43,7 @@ class TeleaMethod(Method):
         pairs = zip(to_uint8(images), holes, strict=True)
         filled = np.stack([cv2.inpaint(img, hole, self.radius, cv2.INPAINT_TELEA) for img, hole in pairs])
         # Known pixels come back exactly as given (cv2 would return them quantised to uint8).
-        out = masks * from_uint8(filled, images) + (1 - masks) * images
+        out = masks * to_tensor(filled).to(images) + (1 - masks) * images
         return Restoration(out)
 
     def info(self) -> dict[str, float]:

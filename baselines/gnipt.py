@@ -27,6 +27,7 @@ from torch import nn
 
 from baselines.gfc import crop_boxes, mask_boxes
 from bench.method import Method, MethodContext, Restoration
+from bench.nn.losses import gradient_penalty
 
 
 def gen_conv(cin: int, cout: int, k: int = 3, stride: int = 1, rate: int = 1, act: nn.Module | None = None):
@@ -186,15 +187,6 @@ class WGANCritic(nn.Module):
         return self.fc(self.features(x))
 
 
-def masked_gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor):
-    """v1 ``gradients_penalty``: (||grad * mask||_2 - 1)^2 on random interpolates (mask counts the hole only)."""
-    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
-    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    slopes = torch.sqrt((grad**2 * mask).flatten(1).sum(1) + 1e-12)
-    return ((slopes - 1) ** 2).mean()
-
-
 def spatial_discount(hole: torch.Tensor, gamma: float) -> torch.Tensor:
     """gamma^(l-1) on hole pixels, l = chessboard distance to the nearest known pixel; 0 elsewhere."""
     known = 1 - hole
@@ -275,7 +267,7 @@ class GnIptMethod(Method):
         fake_l, fake_g = self._critics(comp, boxes)
         wgan = fake_l.mean() - real_l.mean() + fake_g.mean() - real_g.mean()
         crop = [crop_boxes(t, boxes, self.patch_size) for t in (gt, comp, hole)]
-        gp = masked_gradient_penalty(self.D_local, *crop) + masked_gradient_penalty(self.D_global, gt, comp, hole)
+        gp = gradient_penalty(self.D_local, *crop) + gradient_penalty(self.D_global, gt, comp, hole)
         loss = wgan + self.gp_lambda * gp
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,10 +1,10 @@
 """``bench perf``: speed and memory per method, measured, not guessed.
 
 For each method and image size: training-step throughput (images/s; trainable methods), inference
-throughput of ``restore`` alone (the bare model), the same batch through the harness's evaluation
-path (masking, quantisation, PNG writes, PSNR/SSIM) to give the harness overhead, and peak memory
-(CUDA peak allocation on a GPU; the process's peak RSS on CPU, so run one method per call to isolate
-it). Networks are untrained: speed does not depend on the weights.
+throughput of ``restore`` alone (the bare model), the same batch through the harness's own evaluation
+(``Runner.evaluate_batch``: masking, quantisation, PNG writes, metrics, rows) to give the harness
+overhead, and peak memory (CUDA peak allocation on a GPU; the process's peak RSS on CPU, so run one
+method per call to isolate it). Networks are untrained: speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -42,27 +42,18 @@ def _timed(fn, device, repeats: int) -> float:
 def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str = "quick") -> dict[str, Any]:
     import torch
 
-    from bench import metrics
     from bench.data.embedded import build_synthetic, default_occluder
     from bench.data.types import TrainData, mask_tensor, to_tensor
-    from bench.method import MethodContext
-    from bench.runner import quantize
-    from bench.runstore import write_png
+    from bench.runner import Job, RunConfig, Runner
+    from bench.runstore import RunStore
 
     bench = build_synthetic(
         size=size, seed=0, identities=8, train_clean=32, train_natural=16, test_paired=16, test_natural=8, test_clean=8
     )
-    ctx = MethodContext(
-        image_size=size,
-        profile=profile,
-        device=device,
-        seed=0,
-        options=dict(spec.options),
-        attribute_names=bench.attribute_names,
-    )
+    runner = Runner(RunConfig(methods=[spec.name], profile=profile, image_size=size, mask_source="gt"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    method = spec.load()(ctx)
+    method = spec.load()(runner.method_context(spec, bench, device))  # built as `bench run` builds it
     row: dict[str, Any] = {
         "method": spec.name,
         "size": size,
@@ -91,18 +82,12 @@ def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str
         with torch.no_grad():
             method.restore(x_in, m)
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-perf-"))
+    # The harness's own per-batch evaluation (oracle masks), into a throw-away run folder.
+    store = RunStore(Path(tempfile.mkdtemp(prefix="bench-perf-")))
+    job = Job(spec, "gt" if spec.needs_mask else "own")
 
-    def harness() -> None:  # what Runner._evaluate does per batch
-        xb = to_tensor(faces.images[idx]).to(device)
-        mb = mask_tensor(faces.masks[idx]).to(device) if spec.needs_mask else None
-        with torch.no_grad():
-            out = method.restore(xb * (1 - mb) if mb is not None else xb, mb)
-        pred = quantize(out.images)
-        for j in range(len(idx)):
-            write_png(folder / f"{j}.png", pred[j])
-        metrics.psnr(pred, faces.clean[idx])
-        metrics.ssim(pred, faces.clean[idx])
+    def harness() -> None:
+        runner.evaluate_batch(job, method, "test_paired", faces, idx, store, device)
 
     t_bare = _timed(bare, device, repeats)
     t_harness = _timed(harness, device, repeats)

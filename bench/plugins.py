@@ -62,6 +62,11 @@ def _csv_env(name: str) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _strict() -> bool:
+    """``DEOCC_STRICT_PLUGINS``: a plugin that fails to import or to register is fatal."""
+    return os.environ.get("DEOCC_STRICT_PLUGINS", "") not in ("", "0")
+
+
 def make_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -71,7 +76,7 @@ def make_manager() -> pluggy.PluginManager:
 def load_entry_points(pm: pluggy.PluginManager, strict: bool | None = None) -> list[PluginInfo]:
     """Register each entry point on its own, so one broken plugin cannot take the others down."""
     if strict is None:
-        strict = os.environ.get("DEOCC_STRICT_PLUGINS", "") not in ("", "0")
+        strict = _strict()
     only = _csv_env("DEOCC_LOAD_PLUGINS")
     for blocked in _csv_env("DEOCC_DISABLE_PLUGINS") or []:
         pm.set_blocked(blocked)
@@ -127,7 +132,7 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
         except PluginError:
             raise
         except Exception as exc:
-            if os.environ.get("DEOCC_STRICT_PLUGINS", "") not in ("", "0"):
+            if _strict():
                 raise
             info.error = f"{type(exc).__name__}: {exc}"
     return Registry(methods, infos)

@@ -217,13 +217,6 @@ def store_inputs(store: RunStore, splits: dict[str, FaceSet]) -> None:
             write_png(path, faces.images[i])
 
 
-def quantize(tensor) -> np.ndarray:
-    """float [B,C,H,W] in [0,1] -> uint8 [B,H,W,C] (or [B,H,W] for one channel), as saved."""
-    arr = tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    arr = arr.transpose(0, 2, 3, 1)
-    return arr[..., 0] if arr.shape[-1] == 1 else arr
-
-
 class Runner:
     def __init__(self, config: RunConfig, argv: list[str] | None = None, console=None) -> None:
         from rich.console import Console
@@ -265,6 +258,7 @@ class Runner:
             + ", ".join(f"{k} {len(v)}" for k, v in bench.splits().items())
             + f" ({time.perf_counter() - t0:.1f}s)"
         )
+        self.fingerprint = bench.fingerprint()  # hashes every array: once per run, keys every checkpoint
         splits = limit_splits(bench, cfg.limit)
         if dist.main:
             store_inputs(store, splits)
@@ -273,7 +267,7 @@ class Runner:
             world_size=dist.world,
             data={
                 "name": bench.name,
-                "fingerprint": bench.fingerprint(),
+                "fingerprint": self.fingerprint,
                 "info": bench.info,
                 "splits": {k: len(v) for k, v in bench.splits().items()},
             },
@@ -344,7 +338,7 @@ class Runner:
         )
 
     # training -----------------------------------------------------------------------------------
-    def _context(self, spec: MethodSpec, bench: Benchmark, device) -> MethodContext:
+    def method_context(self, spec: MethodSpec, bench: Benchmark, device) -> MethodContext:
         options = {**spec.options, **self.config.options_for(spec.name)}
         if self.config.steps is not None:  # schedules (OA-GAN's ratio, fine-tuning phases) span the budget
             options.setdefault("total_steps", self.config.steps)
@@ -362,7 +356,7 @@ class Runner:
         from bench.training import load_checkpoint, seed_everything
 
         cfg = self.config
-        ctx = self._context(spec, bench, device)
+        ctx = self.method_context(spec, bench, device)
         cls = spec.load()
         seed_everything(cfg.seed)
         method = cls(ctx)
@@ -381,7 +375,7 @@ class Runner:
             if error is not None:
                 raise error
             if not self.dist.main:
-                final = self._checkpoint_dir(spec, ctx, steps, bench) / "model.pt"
+                final = self._checkpoint_dir(spec, ctx, steps) / "model.pt"
                 if not final.exists():
                     raise RunError(f"{spec.name}: rank 0 did not produce {final}")
                 method.load_state_dict(load_checkpoint(final)["method"])
@@ -389,7 +383,7 @@ class Runner:
         self._train_or_load(spec, method, ctx, steps, bench, occluder, store)
         return method
 
-    def _checkpoint_dir(self, spec: MethodSpec, ctx: MethodContext, steps: int, bench: Benchmark) -> Path:
+    def _checkpoint_dir(self, spec: MethodSpec, ctx: MethodContext, steps: int) -> Path:
         cfg = self.config
         key = config_hash(
             {
@@ -400,7 +394,7 @@ class Runner:
                 "size": cfg.image_size,
                 "steps": steps,
                 "seed": cfg.seed,
-                "data": bench.fingerprint(),
+                "data": self.fingerprint,
                 "version": __version__,
             }
         )
@@ -411,7 +405,7 @@ class Runner:
         from bench.training import Budget, file_sha256, fit, load_checkpoint, save_checkpoint
 
         cfg = self.config
-        folder = self._checkpoint_dir(spec, ctx, steps, bench)
+        folder = self._checkpoint_dir(spec, ctx, steps)
         final = folder / "model.pt"
         if final.exists():
             method.load_state_dict(load_checkpoint(final)["method"])
@@ -476,11 +470,6 @@ class Runner:
         return np.stack(masks)
 
     def _evaluate(self, job: Job, method, splits: dict[str, FaceSet], store: RunStore, device) -> None:
-        import torch
-
-        from bench import metrics
-        from bench.data.types import mask_tensor, to_tensor
-
         bs = self.config.batch_size
         for split, faces in splits.items():
             if len(faces) == 0:
@@ -491,24 +480,32 @@ class Runner:
             mine = range(self.dist.rank, len(faces), self.dist.world)  # strided shard by sample index
             todo = np.array([i for i in mine if faces.ids[i] not in done], dtype=np.int64)
             for start in range(0, len(todo), bs):
-                idx = todo[start : start + bs]
-                x = to_tensor(faces.images[idx])
-                m = None
-                if job.spec.needs_mask:
-                    given = self._masks_for(job, split, faces, idx, store)
-                    m = mask_tensor(given).to(device)
-                    x = x.to(device) * (1 - m)  # the paper's Fig. 10(d): the hole is zeroed
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    out = method.restore(x.to(device), m)
-                seconds = (time.perf_counter() - t0) / len(idx)
-                pred = quantize(out.images)
-                pred_mask = quantize(out.masks) if out.masks is not None else None
-                for j, i in enumerate(idx):
-                    write_png(store.prediction_path(job.label, split, faces.ids[i]), pred[j])
-                    if pred_mask is not None:
-                        write_png(store.prediction_path(job.label, split, faces.ids[i], mask=True), pred_mask[j])
-                store.append_rows(job.label, self._rows(job, split, faces, idx, pred, pred_mask, seconds, metrics))
+                self.evaluate_batch(job, method, split, faces, todo[start : start + bs], store, device)
+
+    def evaluate_batch(self, job: Job, method, split: str, faces: FaceSet, idx: np.ndarray, store: RunStore, device):
+        """One batch through the whole protocol: mask the input, restore, save the uint8 PNGs, score them,
+        append the rows. ``bench perf`` times exactly this against the bare ``restore``."""
+        import torch
+
+        from bench import metrics
+        from bench.data.types import mask_tensor, to_tensor, to_uint8
+
+        x = to_tensor(faces.images[idx]).to(device)
+        m = None
+        if job.spec.needs_mask:
+            m = mask_tensor(self._masks_for(job, split, faces, idx, store)).to(device)
+            x = x * (1 - m)  # the paper's Fig. 10(d): the hole is zeroed
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = method.restore(x, m)
+        seconds = (time.perf_counter() - t0) / len(idx)
+        pred = to_uint8(out.images)
+        pred_mask = to_uint8(out.masks) if out.masks is not None else None
+        for j, i in enumerate(idx):
+            write_png(store.prediction_path(job.label, split, faces.ids[i]), pred[j])
+            if pred_mask is not None:
+                write_png(store.prediction_path(job.label, split, faces.ids[i], mask=True), pred_mask[j])
+        store.append_rows(job.label, self._rows(job, split, faces, idx, pred, pred_mask, seconds, metrics))
 
     def _rows(self, job, split, faces, idx, pred, pred_mask, seconds, metrics) -> list[dict[str, Any]]:
         target = faces.images[idx] if split == "test_clean" else (None if faces.clean is None else faces.clean[idx])

@@ -52,6 +52,20 @@ def read_png(path: Path) -> np.ndarray:
     return image[..., ::-1].copy() if image.ndim == 3 else image
 
 
+def png_data_uri(path: Path) -> str | None:
+    """A saved PNG inlined as a ``data:`` URI (self-contained HTML), or None when it does not exist."""
+    import base64
+
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def read_json(path: Path) -> Any | None:
+    """A JSON file's content, or None when it does not exist."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 

@@ -10,7 +10,6 @@ Wilson 95% intervals.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from pathlib import Path
@@ -18,14 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.runstore import RunStore, write_json
+from bench.runstore import RunStore, png_data_uri, write_json
 from bench.training import atomic_write_bytes
 
 LETTERS = "ABCDEFGHIJKLMNOP"
-
-
-def _uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def export(
@@ -51,10 +46,12 @@ def export(
             sid = chosen[k]
             perm = prng.permutation(len(methods))
             options = [
-                {"letter": LETTERS[j], "img": _uri(store.prediction_path(methods[m], split, sid))}
+                {"letter": LETTERS[j], "img": png_data_uri(store.prediction_path(methods[m], split, sid))}
                 for j, m in enumerate(perm)
             ]
-            pages.append({"item": len(pages), "input": _uri(store.input_path(split, "input", sid)), "options": options})
+            pages.append(
+                {"item": len(pages), "input": png_data_uri(store.input_path(split, "input", sid)), "options": options}
+            )
             pkey.append({"sample": sid, "letters": {LETTERS[j]: methods[m] for j, m in enumerate(perm)}})
         key["participants"][str(p)] = pkey
         html = _FORM.replace("__PARTICIPANT__", str(p)).replace("__ITEMS__", json.dumps(pages))

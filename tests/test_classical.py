@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.classical import IdentityMethod, TeleaMethod, from_uint8, to_uint8
+from baselines.classical import IdentityMethod, TeleaMethod
+from bench.data.types import to_tensor, to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def _box_mask(size: int, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
 def test_uint8_round_trip_is_exact():
     img = torch.randint(0, 256, (2, 3, 8, 8)).float() / 255
     assert to_uint8(img).shape == (2, 8, 8, 3)
-    assert torch.equal(from_uint8(to_uint8(img), img), img)
+    assert torch.equal(to_tensor(to_uint8(img)), img)
 
 
 def test_identity_returns_input(make_context):

@@ -54,3 +54,12 @@ def test_gradient_penalty_zero_for_unit_gradient_critic():
     critic = lambda x: x.flatten(1).sum(1) / x[0].numel() ** 0.5  # noqa: E731 - |grad| = 1 everywhere
     real, fake = torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)
     assert gradient_penalty(critic, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_masked_gradient_penalty_counts_only_the_mask():
+    critic = lambda x: x.flatten(1).sum(1)  # noqa: E731 - grad = 1 at every pixel
+    real, fake = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[..., :2, :2] = 1  # 4 pixels: masked norm = 2, penalty (2 - 1)^2
+    assert gradient_penalty(critic, real, fake, mask).item() == pytest.approx(1.0, abs=1e-5)
+    assert gradient_penalty(critic, real, fake).item() == pytest.approx(9.0)  # full norm 4

@@ -109,6 +109,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """float [N,C,H,W] in [0,1] -> uint8 [N,H,W,C] ([N,H,W] for one channel): what is saved and scored."""
+    arr = tensor.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(0, 2, 3, 1)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
 def mask_tensor(masks: np.ndarray) -> torch.Tensor:
     """uint8/bool [N,H,W] -> float32 [N,1,H,W] in {0,1}."""
     import torch

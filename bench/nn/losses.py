@@ -34,13 +34,20 @@ def total_variation(x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
-def gradient_penalty(critic: nn.Module | callable, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module | callable, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates.
 
-    ``critic`` returns the critic score (any shape; summed per sample).
+    ``critic`` returns the critic score (any shape; summed per sample). With ``mask`` the norm counts
+    only the masked pixels (GnIpt v1's ``gradients_penalty``, which penalises the hole only).
     """
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     score = critic(x_hat)
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    if mask is None:
+        slopes = grad.flatten(1).norm(2, dim=1)
+    else:
+        slopes = torch.sqrt((grad**2 * mask).flatten(1).sum(1) + 1e-12)
+    return ((slopes - 1) ** 2).mean()

@@ -8,13 +8,12 @@ Figs. 6 and 10 (input, predicted mask, output, ground truth). Images are inlined
 
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 from typing import Any
 
 from bench.metrics import area_bin
-from bench.runstore import RunStore, summarize
+from bench.runstore import RunStore, png_data_uri, read_json, summarize
 from bench.training import atomic_write_bytes
 
 SPLIT_TITLES = {
@@ -28,12 +27,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
-
-
-def _data_uri(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 def _metric_cell(row, col: str, digits: int) -> str:
@@ -101,35 +94,21 @@ def _grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> 
     for sid in samples:
         cells = [
             {
-                "img": _data_uri(store.input_path(split, "input", sid)),
-                "mask": _data_uri(store.input_path(split, "mask", sid)),
+                "img": png_data_uri(store.input_path(split, "input", sid)),
+                "mask": png_data_uri(store.input_path(split, "mask", sid)),
             }
         ]
         for label in labels:
             cells.append(
                 {
-                    "img": _data_uri(store.prediction_path(label, split, sid)),
-                    "mask": _data_uri(store.prediction_path(label, split, sid, mask=True)),
+                    "img": png_data_uri(store.prediction_path(label, split, sid)),
+                    "mask": png_data_uri(store.prediction_path(label, split, sid, mask=True)),
                 }
             )
         if has_gt:
-            cells.append({"img": _data_uri(store.input_path(split, "gt", sid)), "mask": None})
+            cells.append({"img": png_data_uri(store.input_path(split, "gt", sid)), "mask": None})
         rows.append({"sample": sid, "cells": cells})
     return {"columns": columns, "rows": rows}
-
-
-def _identification(store: RunStore) -> dict | None:
-    import json
-
-    path = store.root / "identification.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _study(store: RunStore) -> list[dict] | None:
-    import json
-
-    path = store.root / "user_study" / "results.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def run_context(store: RunStore, examples: int) -> dict[str, Any]:
@@ -160,8 +139,8 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         "grids": [
             {"split": s, "title": SPLIT_TITLES[s], **_grid(store, df, s, labels, examples)} for s in SPLIT_TITLES
         ],
-        "study": _study(store),
-        "identification": _identification(store),
+        "study": read_json(store.root / "user_study" / "results.json"),
+        "identification": read_json(store.root / "identification.json"),
         "failed": {k: v.get("error") for k, v in manifest.get("methods", {}).items() if v.get("status") == "failed"},
     }
 
