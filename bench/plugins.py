@@ -73,10 +73,9 @@ def make_manager() -> pluggy.PluginManager:
     return pm
 
 
-def load_entry_points(pm: pluggy.PluginManager, strict: bool | None = None) -> list[PluginInfo]:
+def load_entry_points(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """Register each entry point on its own, so one broken plugin cannot take the others down."""
-    if strict is None:
-        strict = _strict()
+    strict = _strict()
     only = _csv_env("DEOCC_LOAD_PLUGINS")
     for blocked in _csv_env("DEOCC_DISABLE_PLUGINS") or []:
         pm.set_blocked(blocked)

@@ -71,11 +71,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+    """numpy scalars as numbers; anything else (paths, devices) as its string."""
+    return obj.item() if isinstance(obj, np.generic) else str(obj)
 
 
 def _clean(value: Any) -> Any:
