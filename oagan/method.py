@@ -24,9 +24,9 @@ from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import GeneratorOutput, build_generator
 
-# quick: ~2.5 s/step on an idle 2-core CPU at 64 px, batch 4 -> ~4 minutes. paper: the official code's
+# quick: ~1.2 s/step on an idle 2-core CPU at 64 px, batch 8 -> ~5 minutes. paper: the official code's
 # ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
-DEFAULT_STEPS = {"quick": 100, "paper": 25_000}
+DEFAULT_STEPS = {"quick": 250, "paper": 25_000}
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,9 @@ class OAGANConfig:
     ratio_start: float = 10.0  # paired:natural batches at the start ...
     ratio_end: float = 1.0  # ... and at the end of training
     mask_threshold: float = 0.5  # for binarising 1-M (reported; the harness binarises)
-    # Direct supervision of 1-M by the known synthetic mask on paired batches (BCE), an option: Eq. (8) has
-    # no such term and the official code never reads its masks (the abstract does speak of "paired images
-    # with known masks"). Off by default; on CPU budgets of a few hundred steps it did not lift the mask
-    # IoU above 0 either (see the README), so it is kept for experiments on a GPU, not as a fix.
+    # Direct supervision of 1-M by the known synthetic mask on paired batches (BCE + Dice). Eq. (8) has no such
+    # term and the official code never reads its masks, but the abstract trains on "paired images with known
+    # masks"; the quick CPU profile turns it on (see QUICK), the paper and official presets leave it off.
     lambda_mask_sup: float = 0.0
 
 
@@ -97,7 +96,20 @@ OFFICIAL = dict(
     ratio_start=9.0,  # fake_real_rate=10: every 10th batch is natural
     lr_decay_start=100 / 110,
 )
-QUICK = dict(width=32, d_width=32, batch_size=4)  # VGG-16 to pool3 dominates the CPU step
+# The CPU profile: a few hundred steps instead of ~25k. Measured on the embedded set (README): with Eq. (8) alone the
+# mask head is not learned in that budget (IoU < 0.1), and at lr 1e-3 the N(0, 0.02) init under InstanceNorm makes the
+# effective step too large (the mask stalls). So it supervises 1-M with the known synthetic masks (BCE + Dice, x10),
+# scales the WGAN term by 0.1 (early critic scores of 10-40 swamp the other terms), compares x_synth in Eq. (6) (a
+# dense signal for the completion module, as the official code does) and takes lr 3e-4 on batches of 8.
+QUICK = dict(
+    width=32,
+    d_width=32,
+    batch_size=8,
+    lr=3e-4,
+    lambda_adv=0.1,
+    lambda_mask_sup=10.0,
+    pixel_target="synth",
+)
 
 
 def resolve_config(ctx: MethodContext, default_steps: int) -> OAGANConfig:

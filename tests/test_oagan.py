@@ -2,6 +2,7 @@
 checkpoints and resume."""
 
 import io
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -111,6 +112,9 @@ def test_losses_against_hand_computed_values():
     assert L.mask_l2(row(0, 1, 1, 0.5)).item() == pytest.approx(0.625**2)
     assert L.critic_adv(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 3.0])).item() == pytest.approx(1.0)
     assert L.generator_adv(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+    # mask supervision: occlusion 1-M = [0.5, 0] vs hole [1, 0]: BCE = ln2/2; Dice = 1 - (2*0.5+1)/(0.5+1+1) = 0.2
+    sup = L.mask_supervision(row(0.5, 1.0), row(1.0, 0.0)).item()
+    assert sup == pytest.approx(math.log(2) / 2 + 0.2, abs=1e-5)
     pred = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert L.attribute(pred, torch.zeros(2, 2)).item() == pytest.approx(0.25)
     assert L.attribute(pred, torch.zeros(2, 2), divide_by_batch=True).item() == pytest.approx(0.125)
@@ -154,6 +158,11 @@ def test_presets_options_and_info(make_context):
     assert info["preset"] == "official" and "weights" in info["vgg"]
     with pytest.raises(ValueError, match="pixel_mask"):
         OAGANMethod(make_context(32, pixel_mask="oracle"))
+    # the CPU profile adds mask supervision and a smaller critic term; the paper profile keeps Eq. (8) as written
+    quick = OAGANMethod(ctx(width=8, d_width=8)).cfg
+    assert quick.lambda_mask_sup == 10 and quick.lambda_adv == 0.1 and quick.pixel_target == "synth"
+    full = OAGANMethod(MethodContext(32, "paper", torch.device("cpu"), 0, {"width": 8, "d_width": 8}, PAPER_ATTRIBUTES))
+    assert full.cfg.lambda_mask_sup == 0 and full.cfg.lambda_adv == 1 and full.cfg.lr == 1e-4
 
 
 def test_plugin_registers_variants_without_torch():
