@@ -97,12 +97,13 @@ def make_context():
 
 @pytest.fixture
 def fixed_paired():
-    """``fixed_paired(data, batch)``: training data whose paired batch never changes, so the losses of
-    successive steps are comparable (a few steps must lower them)."""
-    from types import SimpleNamespace
+    """``fixed_paired(data, batch_size)``: pins ``data.paired`` to one batch and returns ``data``, so the losses
+    of successive steps are comparable (a few steps must lower them) and the decrease is the optimiser's, not
+    sampling noise. ``data.paired(n)`` then returns that batch."""
 
     def make(data, batch_size: int):
         batch = data.paired(batch_size)
-        return SimpleNamespace(paired=lambda n: batch)
+        data.paired = lambda n: batch
+        return data
 
     return make
