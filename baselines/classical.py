@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from bench.data.types import to_tensor, to_uint8
-from bench.method import Method, MethodContext, Restoration
+from bench.method import Method, MethodContext, Restoration, require_hole
 
 
 class IdentityMethod(Method):
@@ -37,9 +37,7 @@ class TeleaMethod(Method):
         self.radius = ctx.option("radius", 3.0 * ctx.image_size / 128)
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        if masks is None:
-            raise ValueError("telea needs a mask (1 = occluded)")
-        holes = (masks[:, 0] > 0.5).byte().cpu().numpy()
+        holes = require_hole("telea", masks)[:, 0].byte().cpu().numpy()
         pairs = zip(to_uint8(images), holes, strict=True)
         filled = np.stack([cv2.inpaint(img, hole, self.radius, cv2.INPAINT_TELEA) for img, hole in pairs])
         # Known pixels come back exactly as given (cv2 would return them quantised to uint8).

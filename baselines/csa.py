@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import Method, MethodContext, Restoration
+from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.vgg import find_vgg_weights
 from bench.training import file_sha256
 
@@ -418,15 +418,13 @@ class CSAMethod(Method):
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        if masks is None:
-            raise ValueError("csa needs a mask (1 = occluded)")
         self.rough.eval()
         self.refine.eval()
         device = self.ctx.device
-        images, hole = images.to(device), (masks.to(device) > 0.5).float()
+        images, hole = images.to(device), require_hole("csa", masks, device)
         _, refined = self.generate(images * (1 - hole), hole)
         pred = ((refined + 1) / 2).clamp(0, 1)
-        return Restoration(hole * pred + (1 - hole) * images, None)
+        return paste(pred, images, hole)
 
     def info(self) -> dict[str, Any]:
         return {

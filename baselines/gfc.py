@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import Method, MethodContext, Restoration
+from bench.method import Method, MethodContext, Restoration, paste, require_hole
 
 
 def _convs(cin: int, widths: list[int]) -> nn.Sequential:
@@ -290,14 +290,12 @@ class GFCMethod(Method):
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        if masks is None:
-            raise ValueError("gfc needs a mask (1 = occluded)")
         self.G.eval()
         device = self.ctx.device
-        images, hole = images.to(device), (masks.to(device) > 0.5).float()
+        images, hole = images.to(device), require_hole("gfc", masks, device)
         noise = torch.Generator().manual_seed(self.ctx.seed)  # the same fill on every call: reproducible
         pred = ((self.G(self._input(images * (1 - hole), hole, noise)) + 1) / 2).clamp(0, 1)
-        return Restoration(hole * pred + (1 - hole) * images, None)
+        return paste(pred, images, hole)
 
     def info(self) -> dict[str, Any]:
         return {

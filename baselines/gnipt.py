@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.gfc import crop_boxes, mask_boxes
-from bench.method import Method, MethodContext, Restoration
+from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.losses import gradient_penalty
 
 
@@ -312,13 +312,11 @@ class GnIptMethod(Method):
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        if masks is None:
-            raise ValueError("gnipt needs a mask (1 = occluded)")
         self.G.eval()
         device = self.ctx.device
-        images, hole = images.to(device), (masks.to(device) > 0.5).float()
+        images, hole = images.to(device), require_hole("gnipt", masks, device)
         pred = (self.G((images * 2 - 1) * (1 - hole), hole)[1] + 1) / 2
-        return Restoration(hole * pred + (1 - hole) * images, None)
+        return paste(pred, images, hole)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import Method, MethodContext, Restoration
+from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.losses import perceptual_loss, style_loss
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 
@@ -249,13 +249,11 @@ class PConvMethod(Method):
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        if masks is None:
-            raise ValueError("pconv needs a mask (1 = occluded)")
         self.net.eval()
         device = self.ctx.device
-        images, hole = images.to(device), (masks.to(device) > 0.5).float()
+        images, hole = images.to(device), require_hole("pconv", masks, device)
         pred = (self._predict(images * (1 - hole), hole) * self.std + self.mean).clamp(0, 1)
-        return Restoration(hole * pred + (1 - hole) * images, None)
+        return paste(pred, images, hole)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import Method, MethodContext, Restoration
+from bench.method import Method, MethodContext, Restoration, require_hole
 
 if TYPE_CHECKING:
     from bench.data.types import TrainData
@@ -317,10 +317,8 @@ class YehMethod(Method):
         )
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        if masks is None:
-            raise ValueError("yeh needs a mask (1 = occluded)")
+        todo = require_hole("yeh", masks).flatten(1).any(1)  # faces without a hole cost nothing
         out = images.clone()
-        todo = (masks > 0.5).flatten(1).any(1)  # faces without a hole cost nothing
         if todo.any():
             x, m = images[todo], masks[todo]
             pred = (self.complete(x, m).images + 1) / 2

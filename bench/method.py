@@ -77,6 +77,19 @@ class Restoration(NamedTuple):
     masks: torch.Tensor | None = None  # [B,1,H,W] in [0,1], 1 = occluded; None if not predicted
 
 
+def require_hole(method: str, masks: torch.Tensor | None, device: torch.device | None = None) -> torch.Tensor:
+    """The hole a mask-requiring method fills: ``masks`` binarised at 0.5 (1 = occluded), on ``device`` if given.
+    A call without a mask gets one clear error naming the method."""
+    if masks is None:
+        raise ValueError(f"{method} needs a mask (1 = occluded)")
+    return ((masks if device is None else masks.to(device)) > 0.5).float()
+
+
+def paste(pred: torch.Tensor, images: torch.Tensor, hole: torch.Tensor) -> Restoration:
+    """The prediction inside the hole, the input's own pixels everywhere else."""
+    return Restoration(hole * pred + (1 - hole) * images)
+
+
 class Method:
     """Base class of every method. Override what applies; the harness calls, in order:
 
