@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
+from bench.nn.init import normal_init
 from bench.nn.vgg import find_vgg_weights
 from bench.training import file_sha256
 
@@ -254,14 +255,6 @@ def ragan_ls(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
     return (torch.mean((pred_a - pred_b.mean() - 1) ** 2) + torch.mean((pred_b - pred_a.mean() + 1) ** 2)) / 2
 
 
-def _init_normal(module: nn.Module) -> None:
-    """Official ``init_weights('normal', 0.02)``."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
 # --------------------------------------------------------------------------------------------------- VGG
 class VGGTaps(nn.Module):
     """Frozen VGG-16 returning named relu outputs (relu3_3 for the feature D, relu4_3 & co. for the
@@ -333,8 +326,8 @@ class CSAMethod(Method):
         device = ctx.device
         self.rough = rough_unet(ctx.image_size, self.ngf).to(device)
         self.refine = RefineUNet(ctx.image_size, self.ngf).to(device)
-        self.rough.apply(_init_normal)
-        self.refine.apply(_init_normal)
+        self.rough.apply(normal_init)
+        self.refine.apply(normal_init)
         self.fill = (torch.tensor(FILL_RGB, device=device).view(1, 3, 1, 1)) * 2 - 1
         self.d_image = self.d_feature = self.vgg = None
         self.opt_g = self.opt_d = None
@@ -348,8 +341,8 @@ class CSAMethod(Method):
         self.data = data
         self.d_image = patch_discriminator(3, self.ndf, self.n_layers_d).to(device)
         self.d_feature = feature_discriminator(256, 8 * self.ndf).to(device)
-        self.d_image.apply(_init_normal)
-        self.d_feature.apply(_init_normal)
+        self.d_image.apply(normal_init)
+        self.d_feature.apply(normal_init)
         weights = find_vgg_weights(self.ctx.option("vgg_weights", "") or None, self.ctx.weights_dir)
         self.vgg = VGGTaps(("relu3_3", self.consistency_layer), weights).to(device)
         betas = (self.beta1, 0.999)

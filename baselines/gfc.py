@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
+from bench.nn.init import normal_init
 
 
 def _convs(cin: int, widths: list[int]) -> nn.Sequential:
@@ -126,10 +127,7 @@ class GFCDiscriminator(nn.Module):
             raise ValueError(f"discriminator input {in_size} px is too small for {len(widths)} stages")
         layers.append(nn.Conv2d(cin, 1, final))
         self.net = nn.Sequential(*layers)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-                nn.init.zeros_(m.bias)
+        self.apply(normal_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1)

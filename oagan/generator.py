@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from bench.nn.init import normal_init
+
 
 class GeneratorOutput(NamedTuple):
     final: torch.Tensor  # [B,3,H,W] in [-1,1], Eq. (2)
@@ -109,14 +111,6 @@ class FaceCompletionModule(nn.Module):
         return self.to_rgb(self.decoder(self.encoder(feat)))
 
 
-def init_weights(module: nn.Module) -> None:
-    """N(0, 0.02) conv weights (official code); norms keep their (1, 0) affine init."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-
 class OAGANGenerator(nn.Module):
     """The two-stage generator: completion sees the masked feature M*F, so both stages co-adapt."""
 
@@ -124,7 +118,7 @@ class OAGANGenerator(nn.Module):
         super().__init__()
         self.occlusion_aware = OcclusionAwareModule(width, res_blocks)
         self.completion = FaceCompletionModule(width)
-        self.apply(init_weights)
+        self.apply(normal_init)
 
     def forward(self, x: torch.Tensor) -> GeneratorOutput:
         feat, keep = self.occlusion_aware(x)
@@ -141,7 +135,7 @@ class TwoPathGenerator(nn.Module):
         self.trunk = Trunk(width, res_blocks)
         self.colour_head = rgb_head(width)
         self.mask_head = mask_head(width)
-        self.apply(init_weights)
+        self.apply(normal_init)
 
     def forward(self, x: torch.Tensor) -> GeneratorOutput:
         feat = self.trunk(x)

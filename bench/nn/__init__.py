@@ -1,1 +1,1 @@
-"""Building blocks shared by several methods: VGG-16 features and the standard GAN/inpainting losses."""
+"""Building blocks shared by several methods: VGG-16 features, the standard GAN/inpainting losses, weight init."""
