@@ -160,9 +160,11 @@ def test_presets_options_and_info(make_context):
         OAGANMethod(make_context(32, pixel_mask="oracle"))
     # the CPU profile adds mask supervision and a smaller critic term; the paper profile keeps Eq. (8) as written
     quick = OAGANMethod(ctx(width=8, d_width=8)).cfg
-    assert quick.lambda_mask_sup == 10 and quick.lambda_adv == 0.1 and quick.pixel_target == "synth"
+    assert quick.lambda_mask_sup == 10 and quick.lambda_adv == 0.01 and quick.pixel_target == "both"
+    assert quick.paired_clean_share == 0.125 and quick.lr_decay_start == 0.5 and quick.lambda_mask == -10
     full = OAGANMethod(MethodContext(32, "paper", torch.device("cpu"), 0, {"width": 8, "d_width": 8}, PAPER_ATTRIBUTES))
     assert full.cfg.lambda_mask_sup == 0 and full.cfg.lambda_adv == 1 and full.cfg.lr == 1e-4
+    assert full.cfg.paired_clean_share == 0 and full.cfg.pixel_target == "final"
 
 
 def test_plugin_registers_variants_without_torch():
@@ -199,6 +201,36 @@ def test_training_steps_lower_the_paired_loss(make_context, make_train_data, fix
     assert out.images.shape == fixed.occluded.shape and out.masks.shape == fixed.mask.shape
     assert 0 <= out.images.min() and out.images.max() <= 1 and 0 <= out.masks.min() and out.masks.max() <= 1
     assert not method.G.training
+
+
+def test_paired_clean_share_and_pixel_loss_on_both_outputs(make_context, make_train_data, fixed_paired, monkeypatch):
+    data = fixed_paired(make_train_data(size=32, n=8), 4)
+    batch = data.paired(4)
+    options = {**NO_VGG, "batch_size": 4, "paired_clean_share": 0.5, "lambda_mask_sup": 1.0, "pixel_target": "both"}
+    method = OAGANMethod(make_context(32, **options))
+    method.setup_training(data)
+    seen = {}
+
+    def record_generator(module, inputs, out) -> None:  # a returned value would replace the output
+        seen["x"], seen["out"] = inputs[0].clone(), [t.detach() for t in out]
+
+    method.G.register_forward_hook(record_generator)
+    supervise = L.mask_supervision
+
+    def recording(keep: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        seen["hole"] = hole.clone()
+        return supervise(keep, hole)
+
+    monkeypatch.setattr(L, "mask_supervision", recording)
+    assert not is_natural_step(0, method.cfg.total_steps, method.cfg)
+    losses = method.train_step(0)
+    assert torch.equal(seen["x"][:2], batch.clean[:2] * 2 - 1)
+    assert torch.equal(seen["x"][2:], batch.occluded[2:] * 2 - 1)
+    assert seen["hole"][:2].sum() == 0 and torch.equal(seen["hole"][2:], batch.mask[2:])
+    assert batch.mask[:2].sum() > 0  # the shared batch itself is left untouched
+    final, synth, _ = seen["out"]  # pixel_target "both": Eq. (6) on x_final plus on x_synth
+    expected = sum(L.pixel(p, batch.clean * 2 - 1, seen["hole"], 6, 1) for p in (final, synth))
+    assert losses["g_pixel"] == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_official_preset_and_two_path_steps_run(make_context, make_train_data):
