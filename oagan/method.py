@@ -24,7 +24,7 @@ from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import GeneratorOutput, build_generator
 
-# quick: ~1.2 s/step on an idle 2-core CPU at 64 px, batch 8 -> ~5 minutes. paper: the official code's
+# quick: 0.8-1.2 s/step on a 2-core CPU at 64 px, batch 8 -> 3-5 minutes. paper: the official code's
 # ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
 DEFAULT_STEPS = {"quick": 250, "paper": 25_000}
 
