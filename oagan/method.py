@@ -24,9 +24,9 @@ from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import GeneratorOutput, build_generator
 
-# quick: 0.8-1.2 s/step on a 2-core CPU at 64 px, batch 8 -> 3-5 minutes. paper: the official code's
+# quick: 0.7-1.0 s/step on a 2-core CPU at 64 px, batch 8 -> 3.5-5 minutes. paper: the official code's
 # ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
-DEFAULT_STEPS = {"quick": 250, "paper": 25_000}
+DEFAULT_STEPS = {"quick": 300, "paper": 25_000}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class OAGANConfig:
     # Hole region of Eq. (6): the "true" synthetic mask (default) or the predicted 1-M (official). With the
     # predicted split an occluder that M keeps costs only delta*|x-gt|, while lambda5*mean(M)^2 pays about
     # 2*mean(M) per kept pixel, so "keep everything" is a stable optimum; the true split charges gamma = 6x.
-    # The mask itself is still learned only through x_final; no loss compares M with the true mask.
+    # Without lambda_mask_sup the mask is learned only through x_final; no other loss compares M with the true mask.
     pixel_mask: str = "true"
     pixel_target: str = "final"  # Eq. (6) compares x_final (paper), x_synth (official) or "both" (summed)
     gp_separate_step: bool = False  # official: a second Adam step on the gradient penalty alone
@@ -103,7 +103,7 @@ OFFICIAL = dict(
 # mask head is not learned in that budget (IoU < 0.1), and at lr 1e-3 the N(0, 0.02) init under InstanceNorm makes the
 # effective step too large (the mask stalls). So it supervises 1-M with the known synthetic masks (BCE + Dice, x10) and
 # shows 1 face in 8 un-occluded (mask all zeros: clean faces must stay whole); it weighs lambda5 (keep pixels) -10, not
-# -1, so that it still counts next to the supervision (x_synth is poor after 250 steps: every pixel it wrongly
+# -1, so that it still counts next to the supervision (x_synth is poor after 300 steps: every pixel it wrongly
 # replaces costs more than an occluder pixel left in place); it nearly drops the WGAN term (x0.01: early critic scores
 # of 10-40 swamp the rest); it applies Eq. (6) to x_final (the paper: charges M for leaking x_synth into visible
 # pixels) plus x_synth (the official code: a dense signal for the completion module); and it takes lr 3e-4 on
@@ -148,6 +148,8 @@ def resolve_config(ctx: MethodContext, default_steps: int) -> OAGANConfig:
     ):
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"oagan: {key} must be one of {allowed}, got {getattr(cfg, key)!r}")
+    if not 0 <= cfg.paired_clean_share <= 1:
+        raise ValueError(f"oagan: paired_clean_share is a share of the batch in [0, 1], got {cfg.paired_clean_share}")
     return cfg
 
 

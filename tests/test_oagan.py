@@ -158,6 +158,8 @@ def test_presets_options_and_info(make_context):
     assert info["preset"] == "official" and "weights" in info["vgg"]
     with pytest.raises(ValueError, match="pixel_mask"):
         OAGANMethod(make_context(32, pixel_mask="oracle"))
+    with pytest.raises(ValueError, match="paired_clean_share"):
+        OAGANMethod(make_context(32, paired_clean_share=8))
     # the CPU profile adds mask supervision and a smaller critic term; the paper profile keeps Eq. (8) as written
     quick = OAGANMethod(ctx(width=8, d_width=8)).cfg
     assert quick.lambda_mask_sup == 10 and quick.lambda_adv == 0.01 and quick.pixel_target == "both"
