@@ -317,13 +317,14 @@ class YehMethod(Method):
         )
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        todo = require_hole("yeh", masks).flatten(1).any(1)  # faces without a hole cost nothing
+        hole = require_hole("yeh", masks)
+        todo = hole.flatten(1).any(1)  # faces without a hole cost nothing
         out = images.clone()
         if todo.any():
             x, m = images[todo], masks[todo]
             pred = (self.complete(x, m).images + 1) / 2
             if self.blend == "poisson":
-                pred = poisson_blend(pred, x, (m > 0.5).to(x.dtype))
+                pred = poisson_blend(pred, x, hole[todo].to(x.dtype))
             out[todo] = (m * pred + (1 - m) * x).clamp(0, 1)
         return Restoration(out)
 
