@@ -2,8 +2,10 @@
 
 PSNR: torchmetrics, ``data_range=1.0``, one value per image (``dim=(1,2,3)``), never the pooled MSE.
 SSIM: Gaussian window 11, sigma 1.5, K=(0.01, 0.03), ``data_range=1.0``, per image, mean over RGB.
-torchmetrics reflect-pads the SSIM map; ``ssim_crop`` crops (k-1)/2 = 5 px of the map instead,
-which equals skimage's Wang settings and mmagic exactly (harness-notes section 3).
+The default (torchmetrics) mirror-pads the images by (k-1)/2 = 5 px and averages the map over every pixel,
+border included; ``ssim(..., crop=True)`` drops that 5 px border of the map instead, which is skimage's Wang
+settings and mmagic (docs/design.md, Conventions: Metrics). The two differ by up to ~0.1 on small images with structure
+at the edges (tests/test_metrics.py).
 Region PSNR scores the occluded pixels only; mask IoU/F1 score predicted masks.
 """
 
@@ -20,7 +22,8 @@ SSIM_SIGMA = 1.5
 
 def _to01(images: np.ndarray) -> torch.Tensor:
     """uint8 [N,H,W,3] -> float32 [N,3,H,W] in [0,1]. float32 SSIM is ~9x faster on a CPU than float64 and
-    within 2e-7 of it (the golden tests against skimage hold to 1e-6)."""
+    within 2e-7 of it on textured images; on flat or smooth ones float32 cancellation in E[x^2] - E[x]^2 moves
+    SSIM by up to ~7e-5 (the golden tests against skimage hold to 1e-6 and 1e-4 respectively)."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 

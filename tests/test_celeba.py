@@ -17,6 +17,7 @@ from bench.data.celeba import (
     load_celeba,
 )
 from bench.data.types import PAPER_ATTRIBUTES, Occlusion
+from tests.test_folder import BAD_IMAGES, assert_one_line_naming
 
 # CelebA's 40 attribute names, in its order (Eyeglasses is column 15)
 ATTRS = (
@@ -173,7 +174,7 @@ def test_landmark_file_aligns_each_face_to_the_template(tmp_path):
         (lambda r: _replace_line(r / ATTR_FILE, 3, "000001.jpg 1 -1 1\n"), "line 3: expected 41 fields"),
         (lambda r: _replace_line(r / ATTR_FILE, 4, "000002.jpg " + "x " * 40 + "\n"), "line 4: expected integers"),
         (lambda r: _replace_line(r / ATTR_FILE, 1, "9\n"), "announces 9 rows"),
-        (lambda r: (r / IMAGE_DIR / "000002.jpg").write_bytes(b"not a jpeg"), "000002.jpg: cannot be decoded"),
+        (lambda r: (r / IMAGE_DIR / "000002.jpg").write_bytes(b"not a jpeg"), "000002.jpg: is not an image"),
         (lambda r: (r / IMAGE_DIR / "000003.jpg").unlink(), "000003.jpg"),
         (lambda r: _replace_line(r / LANDMARK_FILE, 5, "000003.jpg 1 2 3\n"), LANDMARK_FILE + ", line 5"),
     ],
@@ -183,6 +184,27 @@ def test_broken_layouts_give_one_clear_error(tmp_path, breakage, message):
     _write_celeba(tmp_path, [_dotted_face(template)] * 4, landmarks=[template] * 4)
     breakage(tmp_path)
     with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        load_celeba(tmp_path, size=32, occluder=square_occluder)
+
+
+@pytest.mark.parametrize("landmarks", [True, False], ids=["aligned-by-landmarks", "fixed-crop"])
+@pytest.mark.parametrize("suffix, content, cause", BAD_IMAGES)
+def test_bad_image_file_is_one_line_naming_it(tmp_path, landmarks, suffix, content, cause):
+    """Whatever the bytes of an img_align_celeba file (its name is always .jpg), one line names it."""
+    template = canonical_landmarks(64) + 50
+    _write_celeba(tmp_path, [_dotted_face(template)] * 4, landmarks=[template] * 4 if landmarks else None)
+    bad = tmp_path / IMAGE_DIR / "000003.jpg"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_celeba(tmp_path, size=32, occluder=square_occluder)
+    assert_one_line_naming(str(err.value), bad, cause)
+
+
+def test_empty_image_folder_is_named(tmp_path):
+    _write_celeba(tmp_path, [np.zeros((218, 178, 3), np.uint8)] * 4)
+    for image in (tmp_path / IMAGE_DIR).iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match=r"img_align_celeba: 4 of the 4 images in list_eval_partition\.txt are missing"):
         load_celeba(tmp_path, size=32, occluder=square_occluder)
 
 

@@ -1,4 +1,14 @@
-"""Image-folder loader: formats, centre crop, identities from sub-folders, clear errors."""
+"""Image-folder loader: formats, centre crop, identities from sub-folders, clear errors.
+
+``BAD_IMAGES`` is the catalogue of bad files every loader of user images must refuse with one line naming
+the file and the fix (bench.data.imageio); test_occluders and test_celeba run it through their loaders.
+"""
+
+import io
+import resource
+import struct
+import time
+import zlib
 
 import numpy as np
 import pytest
@@ -52,16 +62,157 @@ def test_large_jpeg_is_decoded_reduced_but_correct(tmp_path):
     assert faces.images[0, :14].min() > 240 and faces.images[0, 18:].max() < 15
 
 
+def _noise(height: int, width: int, channels: int = 3) -> np.ndarray:
+    image = np.random.default_rng(0).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    if channels == 4:
+        image[..., 3] = 255  # an opaque RGBA occluder: valid for every loader
+    return image
+
+
+def _encode(image: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_declaring(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A well-formed RGBA PNG header declaring ``width`` x ``height`` pixels, with (almost) no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is patched to declare ``width`` x ``height``."""
+    data = _encode(_noise(16, 16), "JPEG")
+    sof = data.index(b"\xff\xc0")
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def _bmp_declaring(width: int, height: int) -> bytes:
+    """A 24-bit BMP header declaring ``width`` x ``height`` pixels (read by PIL: the fallback header path)."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + info
+
+
+def _flip_in_idat(data: bytes) -> bytes:
+    at = data.index(b"IDAT") + 20
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+_PNG = _encode(_noise(64, 64, 4), "PNG")
+_JPEG = _encode(_noise(96, 96), "JPEG")
+LIMIT = r"over the 50-megapixel limit"
+
+# (suffix, file content, what the message must say); every message also names the file and "remove it".
+BAD_IMAGES = [
+    pytest.param(".png", b"", r"is empty \(0 bytes\)", id="zero-byte"),
+    pytest.param(".png", b"just some notes, not an image\n", "is not an image", id="text-file"),
+    pytest.param(".jpg", bytes(range(256)) * 8, "is not an image", id="random-bytes"),
+    pytest.param(
+        ".png",
+        b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20,
+        "truncated or corrupt image header",
+        id="png-signature-garbage",
+    ),
+    pytest.param(".png", _PNG[:20], "truncated or corrupt image header", id="truncated-png-header"),
+    pytest.param(".png", _PNG[: len(_PNG) // 2], "truncated or corrupt", id="truncated-png"),
+    pytest.param(".png", _flip_in_idat(_PNG), "truncated or corrupt", id="png-bad-checksum"),
+    pytest.param(".png", png_declaring(64, 64), "truncated or corrupt", id="png-without-pixel-data"),
+    pytest.param(".jpg", _JPEG[:30], "truncated or corrupt image header", id="truncated-jpeg-header"),
+    pytest.param(".jpg", _JPEG[: len(_JPEG) // 2], "truncated or corrupt", id="truncated-jpeg"),
+    pytest.param(".png", png_declaring(100_000, 100_000), "100000x100000 = 10000 megapixels, " + LIMIT, id="png-bomb"),
+    pytest.param(".png", png_declaring(10_000, 10_000), "10000x10000 = 100 megapixels, " + LIMIT, id="png-100mpx"),
+    pytest.param(".png", png_declaring(8000, 8000), "8000x8000 = 64 megapixels, " + LIMIT, id="png-64mpx"),
+    pytest.param(".jpg", _jpeg_declaring(60_000, 60_000), "60000x60000 = 3600 megapixels, " + LIMIT, id="jpeg-bomb"),
+    pytest.param(".bmp", _bmp_declaring(8000, 8000), "8000x8000 = 64 megapixels, " + LIMIT, id="bmp-64mpx"),
+    pytest.param(".bmp", _bmp_declaring(20_000, 20_000), "400 megapixels, " + LIMIT, id="bmp-bomb"),
+]
+
+
+def assert_one_line_naming(message: str, path, cause: str) -> None:
+    """The loaders' contract: one line, naming the file, the cause and the fix."""
+    import re
+
+    assert "\n" not in message, message
+    assert str(path) in message, message
+    assert re.search(cause, message), f"{cause!r} not in {message!r}"
+    assert "remove it" in message, message
+
+
+@pytest.mark.parametrize("suffix, content, cause", BAD_IMAGES)
+def test_bad_image_is_one_line_naming_the_file(tmp_path, suffix, content, cause):
+    _save(tmp_path / "faces" / "good.png", np.full((40, 40, 3), 90, np.uint8))
+    bad = tmp_path / "faces" / f"bad{suffix}"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_folder(tmp_path / "faces", size=16)
+    assert_one_line_naming(str(err.value), bad, cause)
+
+
+@pytest.mark.parametrize("width, height", [(100_000, 100_000), (8000, 8000)])
+def test_bomb_is_refused_from_its_header_without_allocating(tmp_path, width, height):
+    """Decoding 100000x100000 RGBA would take 40 GB: the header check must refuse it first."""
+    (tmp_path / "bomb.png").write_bytes(png_declaring(width, height, zlib.compress(b"\x00" * 1000)))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=LIMIT):
+        load_folder(tmp_path, size=16)
+    assert time.perf_counter() - start < 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024
+
+
 @pytest.mark.parametrize(
-    "setup, message",
+    "setup, cause",
     [
-        (lambda p: None, "no such folder"),
-        (lambda p: (p.mkdir(), (p / "x.txt").write_text("")), "no images"),
-        (lambda p: (p.mkdir(), (p / "bad.png").write_bytes(b"\x89PNG garbage")), r"bad\.png: cannot be decoded"),
+        pytest.param(lambda p: None, "no such folder", id="missing-folder"),
+        pytest.param(lambda p: p.mkdir(), r"no images .* it has: nothing", id="empty-folder"),
+        pytest.param(lambda p: (p.mkdir(), (p / "x.txt").write_text("")), r"no images .*x\.txt", id="no-images"),
+        pytest.param(
+            lambda p: ((p / "sub").mkdir(parents=True), (p / "sub" / "notes.md").write_text("")),
+            "no images",
+            id="only-sub-folders-without-images",
+        ),
     ],
 )
-def test_errors_name_the_problem(tmp_path, setup, message):
+def test_folder_errors_name_the_folder(tmp_path, setup, cause):
     root = tmp_path / "faces"
     setup(root)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(DataError, match=cause) as err:
         load_folder(root)
+    assert str(root) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_cli_reports_a_bad_natural_face_as_one_error_line(tmp_path):
+    """`bench run --natural-folder` with a decompression bomb: exit 2, `error: <file>: ...`, no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "identity", "--device", "cpu"]
+    cmd += ["--natural-folder", str(tmp_path / "faces"), "--output", str(tmp_path / "out")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"{tmp_path / 'faces' / 'bomb.png'}: declares" in lines[0] and LIMIT in lines[0]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"progressive": True}, id="progressive"),
+        pytest.param({"icc_profile": b"\0" * 200_000}, id="frame-header-past-64KiB"),  # PIL reads that header
+    ],
+)
+def test_unusual_but_valid_jpegs_load(tmp_path, options):
+    image = np.zeros((60, 40, 3), np.uint8)
+    image[:30] = 250
+    Image.fromarray(image).save(tmp_path / "face.jpg", quality=95, **options)
+    faces = load_folder(tmp_path, size=16)
+    assert faces.images[0, :6].min() > 230 and faces.images[0, 10:].max() < 25

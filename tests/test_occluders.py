@@ -8,6 +8,7 @@ import pytest
 
 from bench.data.faces import FaceRenderer, make_identity
 from bench.data.occluders import ROTATION_DEG, OcclusionGenerator, rule_for
+from tests.test_folder import BAD_IMAGES, assert_one_line_naming
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +117,9 @@ def test_user_folder(shared_data, faces):
             assert abs(ys.mean() - face.landmarks[:2, 1].mean()) < 8
 
 
-def test_user_folder_errors(tmp_path):
+def test_user_folder_loads_and_scales(tmp_path):
     from PIL import Image
 
-    with pytest.raises(FileNotFoundError, match="occluder folder not found"):
-        OcclusionGenerator(32, user_dir=tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="no .png occluders"):
-        OcclusionGenerator(32, user_dir=tmp_path)
     sprite = np.zeros((10, 20, 4), np.uint8)
     sprite[2:8, 3:17] = (200, 30, 30, 255)
     Image.fromarray(sprite).save(tmp_path / "scarf_3.png")
@@ -130,6 +127,91 @@ def test_user_folder_errors(tmp_path):
     assert gen.types[-1] == "scarf/scarf_3"  # family from the file-name prefix, beside the built-in scarves
     # Cropped to its opaque 6x14 box, longest side scaled to 64 * 32/128 = 16 px.
     assert gen.sprite(len(gen) - 1).shape[:2] == (round(6 * 16 / 14), 16)
-    Image.new("RGB", (10, 10), "red").save(tmp_path / "cup1.png")
-    with pytest.raises(ValueError, match="without alpha channel: .*cup1.png"):
+
+
+def _rgb_png(path):
+    from PIL import Image
+
+    Image.new("RGB", (10, 10), "red").save(path)
+
+
+def _transparent_png(path):
+    from PIL import Image
+
+    Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(path)
+
+
+OCCLUDER_CASES = [
+    *(p for p in BAD_IMAGES if p.values[0] == ".png"),  # the occluder folder reads *.png only
+    pytest.param(".png", _rgb_png, "without alpha channel", id="rgb-png-without-alpha"),
+    pytest.param(".png", _transparent_png, "fully transparent", id="fully-transparent-png"),
+]
+
+
+@pytest.mark.parametrize("suffix, content, cause", OCCLUDER_CASES)
+def test_bad_occluder_png_is_one_line_naming_the_file(tmp_path, suffix, content, cause):
+    """Refused when the folder is loaded (before any work), not later when its sprite is first drawn."""
+    from PIL import Image
+
+    sprite = np.zeros((10, 20, 4), np.uint8)
+    sprite[2:8, 3:17] = (200, 30, 30, 255)
+    Image.fromarray(sprite).save(tmp_path / "scarf_3.png")
+    bad = tmp_path / "masks" / f"bad{suffix}"
+    bad.parent.mkdir()
+    content(bad) if callable(content) else bad.write_bytes(content)
+    with pytest.raises(ValueError) as err:
         OcclusionGenerator(32, user_dir=tmp_path)
+    assert_one_line_naming(str(err.value), bad, cause)
+
+
+@pytest.mark.parametrize(
+    "setup, error, cause",
+    [
+        pytest.param(lambda p: None, FileNotFoundError, "occluder folder not found", id="missing-folder"),
+        pytest.param(lambda p: p.mkdir(), FileNotFoundError, r"no \.png occluders .*it is empty", id="empty-folder"),
+        pytest.param(
+            lambda p: (p.mkdir(), (p / "cap.jpg").write_bytes(b"x")),
+            FileNotFoundError,
+            r"no \.png occluders .*1 other file\(s\), e\.g\. \['cap\.jpg'\]",
+            id="only-jpegs",
+        ),
+        pytest.param(
+            lambda p: ((p / "dir.png").mkdir(parents=True),),
+            FileNotFoundError,
+            r"no \.png occluders .*it is empty",
+            id="a-folder-named-png",
+        ),
+    ],
+)
+def test_occluder_folder_errors_name_the_folder(tmp_path, setup, error, cause):
+    root = tmp_path / "occ"
+    setup(root)
+    with pytest.raises(error, match=cause) as err:
+        OcclusionGenerator(32, user_dir=root)
+    assert str(root) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_upper_case_png_suffix_is_an_occluder(tmp_path):
+    from PIL import Image
+
+    sprite = np.zeros((8, 8, 4), np.uint8)
+    sprite[2:6, 2:6] = (10, 200, 10, 255)
+    Image.fromarray(sprite).save(tmp_path / "leaf1.PNG")
+    assert OcclusionGenerator(32, user_dir=tmp_path, families=["leaf"]).types == ["leaf/leaf1"]
+
+
+@pytest.mark.slow
+def test_cli_reports_a_bad_occluder_as_one_error_line(tmp_path):
+    """`bench run --occluders` with a truncated PNG: exit 2, `error: <file>: ...`, no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "occ").mkdir()
+    (tmp_path / "occ" / "cut.png").write_bytes(next(p.values[1] for p in BAD_IMAGES if p.id == "truncated-png"))
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "identity", "--device", "cpu"]
+    cmd += ["--occluders", str(tmp_path / "occ"), "--output", str(tmp_path / "out")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"{tmp_path / 'occ' / 'cut.png'}: " in lines[0] and "remove it" in lines[0]

@@ -153,19 +153,11 @@ def occlude(clean: FaceSet, occluder: Occluder, rng: np.random.Generator) -> Fac
 
 def read_rgb(path: Path, scale: float = 1.0) -> tuple[np.ndarray, int]:
     """Decode an image as RGB uint8 [H,W,3]; a JPEG that will be shrunk by ``scale`` anyway is decoded
-    at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling). Returns (image, original pixels per decoded pixel)."""
-    import cv2
+    at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling). Returns (image, original pixels per decoded pixel).
+    A bad file is one DataError naming it (bench.data.imageio, shared with the other image folders)."""
+    from bench.data.imageio import read_image
 
-    factor = next((f for f in (8, 4, 2) if scale * f <= 1.0), 1)
-    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
-    flags[8] = cv2.IMREAD_REDUCED_COLOR_8
-    try:
-        image = cv2.imdecode(np.fromfile(path, np.uint8), flags[factor])
-    except (OSError, cv2.error) as err:
-        raise DataError(f"{path}: cannot be read ({err})") from err
-    if image is None:
-        raise DataError(f"{path}: cannot be decoded as an image (corrupt or not an image); replace or delete it")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
+    return read_image(path, scale)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

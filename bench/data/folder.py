@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.celeba import DataError, canonical_landmarks, read_rgb, resize
+from bench.data.celeba import DataError, canonical_landmarks, resize
+from bench.data.imageio import read_header, read_image
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -26,7 +27,10 @@ def load_folder(path: str | Path, size: int = 128) -> FaceSet:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         found = sorted(p.name for p in root.iterdir())[:12]
-        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or below; it has: {found}")
+        raise DataError(
+            f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or below; it has: {found or 'nothing'}; "
+            "put the face images there or pass the folder that holds them"
+        )
     groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
     names = sorted(set(groups))
     images = np.stack([_square(p, size) for p in files])
@@ -42,20 +46,11 @@ def load_folder(path: str | Path, size: int = 128) -> FaceSet:
 
 
 def _square(path: Path, size: int) -> np.ndarray:
-    """Centre square crop of the image, resized to ``size``."""
-    image, _ = read_rgb(path, size / _short_side_hint(path))
+    """Centre square crop of the image, resized to ``size``; a large JPEG is decoded at reduced size, as its
+    header's shorter side allows. A bad file is one DataError naming it (bench.data.imageio)."""
+    header = read_header(path)
+    image, _ = read_image(path, size / min(header.width, header.height), header=header)
     height, width = image.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
     return resize(image[top : top + side, left : left + side], size)
-
-
-def _short_side_hint(path: Path) -> float:
-    """The image's shorter side from its header (cheap), so large JPEGs can be decoded at reduced size."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return float(min(img.size))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DataError(f"{path}: cannot be decoded as an image ({err}); replace or delete it") from err

@@ -2,7 +2,7 @@
 
 Each type is a family plus parameters (shape, colour, pattern) drawn once as an RGBA sprite at the
 size the placement rule gives it, then cached premultiplied. Placement follows the authors'
-``utils/util.process_image`` (methods.md section 1), scaled by size/128: rotation uniform in +-15
+``utils/util.process_image`` (docs/methods.md section 1), scaled by size/128: rotation uniform in +-15
 degrees; glasses and masks 100 px wide (on the eyes / over the nose-mouth band); scarf and cup longest
 side 64 in the bottom band; hand 120, phone 80 and every other family 70 anywhere. The mask is
 alpha > 0.5. User RGBA PNGs from a folder become more types (family = sub-folder or file-name prefix).
@@ -18,9 +18,10 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image
 
+from bench.data.celeba import DataError
 from bench.data.faces import SKIN_TONES
+from bench.data.imageio import read_image
 from bench.data.types import Occlusion
 
 ROTATION_DEG = 15.0
@@ -393,6 +394,7 @@ class _Type(NamedTuple):
     family: str
     params: tuple[int, ...] | None  # built-in: grid index; user: None
     path: Path | None
+    rgba: np.ndarray | None = None  # user: the decoded, cropped PNG (checked when the folder is loaded)
 
 
 def _params(grid: tuple[int, ...], k: int) -> tuple[int, ...]:
@@ -411,26 +413,31 @@ def _family_of(path: Path, root: Path) -> str:
 
 
 def load_user_occluders(folder: str | Path) -> list[_Type]:
-    """Every ``*.png`` under ``folder`` (recursively) as one type; errors name what is wrong."""
+    """Every ``*.png`` under ``folder`` (recursively) as one type, each decoded and checked now, so a bad
+    file stops the run before any work with one line naming it (not mid-run, when its sprite is drawn)."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"occluder folder not found: {root}")
-    files = sorted(root.rglob("*.png"))
+        raise FileNotFoundError(f"occluder folder not found: {root}; pass a folder of RGBA PNG occluders")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".png")
     if not files:
-        raise FileNotFoundError(f"no .png occluders in {root}")
+        others = sorted(p.name for p in root.rglob("*") if p.is_file())
+        has = f"it has {len(others)} other file(s), e.g. {others[:3]}" if others else "it is empty"
+        raise FileNotFoundError(
+            f"no .png occluders in {root} ({has}); put RGBA PNG occluders there or leave out --occluders"
+        )
+    types = []
     for f in files:
-        with Image.open(f) as im:  # reads the header only
-            if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:
-                raise ValueError(f"occluder PNG without alpha channel: {f}")
-    return [_Type(f"{_family_of(f, root)}/{f.stem}", _family_of(f, root), None, f) for f in files]
+        family = _family_of(f, root)
+        types.append(_Type(f"{family}/{f.stem}", family, None, f, _read_rgba(f)))
+    return types
 
 
 def _read_rgba(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        rgba = np.asarray(im.convert("RGBA"))
+    """The occluder's RGBA pixels cropped to its visible part (bench.data.imageio's checked decode)."""
+    rgba, _ = read_image(path, alpha=True)
     ys, xs = np.nonzero(rgba[..., 3] > 0)
     if len(ys) == 0:
-        raise ValueError(f"occluder PNG is fully transparent: {path}")
+        raise DataError(f"{path}: occluder PNG is fully transparent (nothing to paste); draw on it or remove it")
     return rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
 
 
@@ -476,7 +483,7 @@ class OcclusionGenerator:
         rule = rule_for(t.family)
         length = rule.length * self.size / 128
         if t.path is not None:
-            rgba = _read_rgba(t.path)
+            rgba = t.rgba if t.rgba is not None else _read_rgba(t.path)
             h, w = rgba.shape[:2]
             k = length / (w if rule.where in ("eyes", "mouth") else max(h, w))
             size = (max(2, round(w * k)), max(2, round(h * k)))
