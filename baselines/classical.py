@@ -6,12 +6,15 @@ paper's ref. [10]) shows what a purely local, diffusion-like fill achieves when 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
 
 from bench.data.types import to_tensor, to_uint8
 from bench.method import Method, MethodContext, Restoration, require_hole
+from bench.options import Options, option
 
 
 class IdentityMethod(Method):
@@ -23,18 +26,25 @@ class IdentityMethod(Method):
         return Restoration(images.clone())
 
 
-class TeleaMethod(Method):
-    """Fast-marching inpainting of the masked pixels, one image at a time on uint8 (as OpenCV requires).
+@dataclass(frozen=True)
+class TeleaOptions(Options):
+    """Telea's one option; the same under every profile (nothing to train, nothing to shrink)."""
 
-    Option ``radius`` (pixels at the run's size): the neighbourhood each filled pixel averages over;
-    default 3 px at 128 px, scaled with the image size.
-    """
+    radius: float | None = option(
+        None, "neighbourhood radius in pixels at the run's size (None = 3 px at 128 px, scaled with the size)", min=0.0
+    )
+
+
+class TeleaMethod(Method):
+    """Fast-marching inpainting of the masked pixels, one image at a time on uint8 (as OpenCV requires)."""
 
     trainable = False
+    Options = TeleaOptions
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        self.radius = ctx.option("radius", 3.0 * ctx.image_size / 128)
+        radius = ctx.config.radius
+        self.radius = radius if radius is not None else 3.0 * ctx.image_size / 128
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
         holes = require_hole("telea", masks)[:, 0].byte().cpu().numpy()

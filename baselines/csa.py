@@ -6,7 +6,7 @@ attention (CSA) layer at 1/8 resolution, produces the result. The CSA layer repl
 its most similar known feature, then walks the hole in raster order blending each result with the previous
 generated one (the paper's D_ad / D_max weighting), so neighbouring fills stay coherent. Two discriminators
 (70x70 PatchGAN on the image, a patch D on VGG-16 relu3_3) play a relativistic-average LSGAN. Facts from
-KumapowerLIU/CSA-inpainting are in methods.md section 8.
+KumapowerLIU/CSA-inpainting are in docs/methods.md section 8.
 
 Deviations (documented, kept small):
 - the consistency loss (MSE between the hole features after the CSA layer / of the decoder at that level
@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.io import file_sha256
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.init import normal_init
 from bench.nn.vgg import find_vgg_weights
-from bench.training import file_sha256
+from bench.options import Options, option
 
 FILL_RGB = (123.0 / 255.0, 104.0 / 255.0, 117.0 / 255.0)  # the official hole fill, ImageNet mean colour
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -304,24 +306,49 @@ class VGGTaps(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ method
+@dataclass(frozen=True)
+class CSAOptions(Options):
+    """CSA's options. Defaults = the official code (paper profile); ``quick`` = CPU widths and batch."""
+
+    ngf: int = option(
+        64, "generator base channels; 8*ngf must match a VGG-16 layer for the consistency loss", choices=(8, 16, 32, 64)
+    )
+    ndf: int = option(64, "discriminator base channels (the feature D has 8*ndf)", min=1)
+    batch_size: int = option(1, "training batch size (official 1)", min=1)
+    lr: float = option(2e-4, "Adam learning rate of generators and discriminators", min=0.0)
+    beta1: float = option(0.5, "Adam beta1 (beta2 is 0.999)", min=0.0, below=1.0)
+    lambda_l1: float = option(100.0, "weight of the L1 on the rough and refined outputs", min=0.0)
+    gan_weight: float = option(0.2, "weight of the generator's RaLSGAN terms", min=0.0)
+    consistency_weight: float = option(1.0, "weight of the consistency loss at the CSA level", min=0.0)
+    threshold: float = option(
+        5 / 16, "share of hole pixels above which a 1/8-grid cell is a hole (official 5/16)", min=0.0, max=1.0
+    )
+    n_layers_d: int = option(3, "stride-2 conv layers of the image PatchGAN (3 = 70x70)", min=1)
+    vgg_weights: str = option("", "local VGG-16 weights file ('' = --weights-dir or BENCH_VGG16_WEIGHTS, else random)")
+
+    profiles = {"quick": {"ngf": 16, "ndf": 16, "batch_size": 4}}
+
+
 class CSAMethod(Method):
     """Trains rough + refinement nets and both discriminators on paired batches with the true masks."""
 
+    Options = CSAOptions
+    default_steps = {"quick": 150, "paper": 100_000}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        quick = ctx.profile == "quick"
-        self.ngf = ctx.option("ngf", 16 if quick else 64)
-        self.ndf = ctx.option("ndf", 16 if quick else 64)
-        self.batch_size = ctx.option("batch_size", 4 if quick else 1)
-        self.lr = ctx.option("lr", 2e-4)
-        self.beta1 = ctx.option("beta1", 0.5)
-        self.lambda_l1 = ctx.option("lambda_l1", 100.0)
-        self.gan_weight = ctx.option("gan_weight", 0.2)
-        self.consistency_weight = ctx.option("consistency_weight", 1.0)
-        self.threshold = ctx.option("threshold", 5 / 16)
-        self.n_layers_d = ctx.option("n_layers_d", 3)
-        if 8 * self.ngf not in CONSISTENCY_LAYER:
-            raise ValueError(f"csa: ngf must be 8, 16, 32 or 64 (8*ngf matches a VGG layer), got {self.ngf}")
+        o: CSAOptions = ctx.config
+        self.ngf = o.ngf
+        self.ndf = o.ndf
+        self.batch_size = o.batch_size
+        self.lr = o.lr
+        self.beta1 = o.beta1
+        self.lambda_l1 = o.lambda_l1
+        self.gan_weight = o.gan_weight
+        self.consistency_weight = o.consistency_weight
+        self.threshold = o.threshold
+        self.n_layers_d = o.n_layers_d
+        self.vgg_weights = o.vgg_weights
         self.consistency_layer = CONSISTENCY_LAYER[8 * self.ngf]
         device = ctx.device
         self.rough = rough_unet(ctx.image_size, self.ngf).to(device)
@@ -333,9 +360,6 @@ class CSAMethod(Method):
         self.opt_g = self.opt_d = None
         self.data = None
 
-    def default_steps(self) -> int:
-        return 150 if self.ctx.profile == "quick" else 100_000
-
     def setup_training(self, data) -> None:
         device = self.ctx.device
         self.data = data
@@ -343,7 +367,7 @@ class CSAMethod(Method):
         self.d_feature = feature_discriminator(256, 8 * self.ndf).to(device)
         self.d_image.apply(normal_init)
         self.d_feature.apply(normal_init)
-        weights = find_vgg_weights(self.ctx.option("vgg_weights", "") or None, self.ctx.weights_dir)
+        weights = find_vgg_weights(self.vgg_weights or None, self.ctx.weights_dir)
         self.vgg = VGGTaps(("relu3_3", self.consistency_layer), weights).to(device)
         betas = (self.beta1, 0.999)
         g_params = list(self.rough.parameters()) + list(self.refine.parameters())

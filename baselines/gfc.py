@@ -3,7 +3,7 @@
 An encoder-decoder whose decoder un-pools with the encoder's max-pooling indices (SegNet style), an fc
 bottleneck, no mask channel (the hole is filled with U(-1,1) noise) and no tanh at the output; a local
 discriminator on the hole patch and a global one on the completed image (BCE). Facts from the official
-Caffe/MATLAB code (Yijunmaverick/GenerativeFaceCompletion) are in methods.md section 5.
+Caffe/MATLAB code (Yijunmaverick/GenerativeFaceCompletion) are in docs/methods.md section 5.
 
 Loss scaling. The official solver stacks *gradients* w.r.t. the output: reconstruction Charbonnier L1
 ``sum(sqrt(d^2+eps^2))/batch``, plus 300x the local and 300x the global BCE gradient (each ``-log D``
@@ -22,15 +22,18 @@ Deviations, all options:
 - the face-parsing term needs a local TorchScript file (``parsing_model``: [B,3,H,W] in [0,1] -> class
   logits [B,K,h,w]); without one it is off and :meth:`GFCMethod.info` says so;
 - the official stage-wise schedule (a reconstruction-only model, then the adversarial terms) runs inside
-  one budget: the first ``recon_only_fraction`` (0.3) of ``total_steps`` is reconstruction only, and the
-  discriminators are not trained then. The method does not see the harness's step budget, so
-  ``total_steps`` defaults to :meth:`GFCMethod.default_steps`; pass it when overriding the steps;
+  one budget: the first ``recon_only_fraction`` (0.3) of the harness's training budget
+  (``ctx.total_steps``) is reconstruction only, and the discriminators are not trained then;
 - the quick (CPU) profile uses width 8 and batch 8 (official batch 2) for a run of a few minutes.
+
+At restore time each face's hole noise comes from a generator seeded by the run's seed and that face
+(:func:`baselines.seeding.sample_generators`), so a face's result does not depend on its batch.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.seeding import sample_generators
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.init import normal_init
+from bench.options import Options, option
 
 
 def _convs(cin: int, widths: list[int]) -> nn.Sequential:
@@ -159,30 +164,63 @@ def charbonnier_sum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12
     return torch.sqrt((pred - target) ** 2 + eps**2).flatten(1).sum(1).mean()
 
 
+@dataclass(frozen=True)
+class GFCOptions(Options):
+    """GFC's options. Defaults = the official code (paper profile); ``quick`` = CPU widths and batch."""
+
+    width: int = option(32, "generator base channels (first conv; official 32)", min=1)
+    fc_width: int | None = option(
+        None, "fc bottleneck width (None = 4096 at 128 px and width 32, scaled with area and width)", min=1
+    )
+    d_width: int = option(64, "discriminator base channels (local D 64..512, global D 32..512 at 64)", min=2)
+    patch_size: int | None = option(
+        None, "side of the local D's input, the resized hole box (None = image_size // 2)", min=16
+    )
+    batch_size: int = option(2, "training batch size (official 2)", min=1)
+    lr: float = option(1e-4, "generator Adam learning rate", min=0.0)
+    lr_d: float = option(2e-4, "discriminators' Adam learning rate", min=0.0)
+    beta1: float = option(0.9, "generator Adam beta1", min=0.0, below=1.0)
+    beta2: float = option(0.999, "generator Adam beta2", min=0.0, below=1.0)
+    beta1_d: float = option(0.5, "discriminators' Adam beta1", min=0.0, below=1.0)
+    beta2_d: float = option(0.999, "discriminators' Adam beta2", min=0.0, below=1.0)
+    recon_only_fraction: float = option(
+        0.3, "share of the training budget that is reconstruction only (D untrained)", min=0.0, max=1.0
+    )
+    lambda_local_adv: float = option(300.0, "local adversarial weight on the gradient stack (official 300)", min=0.0)
+    lambda_global_adv: float = option(300.0, "global adversarial weight on the gradient stack (official 300)", min=0.0)
+    lambda_parsing: float = option(0.05, "face-parsing loss weight (official 0.05)", min=0.0)
+    parsing_model: str = option("", "local TorchScript face-parsing network file for the parsing loss ('' = off)")
+
+    profiles = {"quick": {"width": 8, "d_width": 16, "batch_size": 8}}
+
+
 class GFCMethod(Method):
     """Trains on paired batches with the true masks; restores with the given mask (hole filled with noise)."""
 
+    Options = GFCOptions
+    default_steps = {"quick": 220, "paper": 100_000}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        quick = ctx.profile == "quick"
+        o: GFCOptions = ctx.config
         size = ctx.image_size
-        self.width = ctx.option("width", 8 if quick else 32)
-        self.fc_width = ctx.option("fc_width", default_fc_width(size, self.width))
-        self.d_width = ctx.option("d_width", 16 if quick else 64)  # local D 64..512, global D 32..512
-        self.patch_size = ctx.option("patch_size", size // 2)
-        self.batch_size = ctx.option("batch_size", 8 if quick else 2)
-        self.lr_g = ctx.option("lr", 1e-4)
-        self.lr_d = ctx.option("lr_d", 2e-4)
-        self.betas_g = (ctx.option("beta1", 0.9), ctx.option("beta2", 0.999))
-        self.betas_d = (ctx.option("beta1_d", 0.5), ctx.option("beta2_d", 0.999))
-        self.recon_only_fraction = ctx.option("recon_only_fraction", 0.3)
-        self.total_steps = ctx.option("total_steps", self.default_steps())
+        self.width = o.width
+        self.fc_width = o.fc_width if o.fc_width is not None else default_fc_width(size, self.width)
+        self.d_width = o.d_width
+        self.patch_size = o.patch_size if o.patch_size is not None else size // 2
+        self.batch_size = o.batch_size
+        self.lr_g = o.lr
+        self.lr_d = o.lr_d
+        self.betas_g = (o.beta1, o.beta2)
+        self.betas_d = (o.beta1_d, o.beta2_d)
+        self.recon_only_fraction = o.recon_only_fraction
+        self.total_steps = ctx.total_steps
         self.weights = {
-            "local_adv": ctx.option("lambda_local_adv", 300.0),
-            "global_adv": ctx.option("lambda_global_adv", 300.0),
-            "parsing": ctx.option("lambda_parsing", 0.05),
+            "local_adv": o.lambda_local_adv,
+            "global_adv": o.lambda_global_adv,
+            "parsing": o.lambda_parsing,
         }
-        self.parsing_path = ctx.option("parsing_model", "")
+        self.parsing_path = o.parsing_model
         d = self.d_width
         self.G = GFCGenerator(size, self.width, self.fc_width).to(ctx.device)
         self.D_local = GFCDiscriminator(self.patch_size, [d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
@@ -191,9 +229,6 @@ class GFCMethod(Method):
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
         self.data = None
-
-    def default_steps(self) -> int:
-        return 220 if self.ctx.profile == "quick" else 100_000
 
     def adversarial_start(self) -> int:
         return round(self.total_steps * self.recon_only_fraction)
@@ -211,10 +246,16 @@ class GFCMethod(Method):
             for p in self.parser.parameters():
                 p.requires_grad_(False)
 
-    def _input(self, images01: torch.Tensor, hole: torch.Tensor, generator: torch.Generator | None = None):
-        """[0,1] image -> [-1,1] with the hole filled by U(-1,1) noise (the official test/train input)."""
-        noise = torch.rand(images01.shape, generator=generator).to(images01.device) * 2 - 1
-        return torch.where(hole > 0.5, noise, images01 * 2 - 1)
+    def _input(self, images01: torch.Tensor, hole: torch.Tensor, generators: list[torch.Generator] | None = None):
+        """[0,1] image -> [-1,1] with the hole filled by U(-1,1) noise (the official test/train input).
+
+        Training draws from the global generator (saved by the harness); restore passes one generator
+        per sample, so each face's noise is its own."""
+        if generators is None:
+            noise = torch.rand(images01.shape)
+        else:
+            noise = torch.stack([torch.rand(images01.shape[1:], generator=g) for g in generators])
+        return torch.where(hole > 0.5, noise.to(images01.device) * 2 - 1, images01 * 2 - 1)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.data.paired(self.batch_size)
@@ -291,7 +332,7 @@ class GFCMethod(Method):
         self.G.eval()
         device = self.ctx.device
         images, hole = images.to(device), require_hole("gfc", masks, device)
-        noise = torch.Generator().manual_seed(self.ctx.seed)  # the same fill on every call: reproducible
+        noise = sample_generators(self.ctx.seed, images, hole)  # per face: the same fill in any batch
         pred = ((self.G(self._input(images * (1 - hole), hole, noise)) + 1) / 2).clamp(0, 1)
         return paste(pred, images, hole)
 

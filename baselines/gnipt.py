@@ -1,6 +1,6 @@
 """GnIpt: Yu, Lin, Yang, Shen, Lu, Huang (CVPR 2018), "Generative image inpainting with contextual attention".
 
-DeepFill v1 (JiahuiYu/generative_inpainting, tag v1.0.0; facts in methods.md section 6): a coarse network
+DeepFill v1 (JiahuiYu/generative_inpainting, tag v1.0.0; facts in docs/methods.md section 6): a coarse network
 of plain ELU convolutions with dilated convs (rates 2, 4, 8, 16), then a refinement network with a dilated
 branch and a contextual-attention branch, trained with a spatially discounted L1 on the hole, an "ae" L1 on
 the valid region, and local + global WGAN-GP critics (5 critic steps per generator step).
@@ -19,6 +19,7 @@ Deviations, all options:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 from baselines.gfc import crop_boxes, mask_boxes
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.losses import gradient_penalty
+from bench.options import Options, option
 
 
 def gen_conv(cin: int, cout: int, k: int = 3, stride: int = 1, rate: int = 1, act: nn.Module | None = None):
@@ -200,36 +202,75 @@ def spatial_discount(hole: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.where(hole > 0.5, gamma ** (distance - 1).clamp_min(0), torch.zeros_like(hole))
 
 
+@dataclass(frozen=True)
+class GnIptOptions(Options):
+    """GnIpt's options. Defaults = DeepFill v1's inpaint.yml (paper profile); ``quick`` = CPU widths and batch."""
+
+    width: int = option(32, "generator base channels (cnum; official 32)", min=2)
+    d_width: int = option(64, "critic base channels (official 64)", min=1)
+    patch_size: int | None = option(
+        None, "side of the local critic's input, the resized hole box (None = image_size // 2)", min=16
+    )
+    batch_size: int = option(16, "training batch size (official 16)", min=1)
+    d_steps: int = option(5, "critic steps per generator step (official 5; 0 = critics frozen)", min=0)
+    lr: float = option(1e-4, "Adam learning rate of generator and critics", min=0.0)
+    beta1: float = option(0.5, "Adam beta1", min=0.0, below=1.0)
+    beta2: float = option(0.9, "Adam beta2", min=0.0, below=1.0)
+    spatial_discount_gamma: float = option(
+        0.9, "hole L1 weight gamma^(l-1) at distance l from the known pixels", min=0.0, max=1.0
+    )
+    wgan_gp_lambda: float = option(10.0, "WGAN-GP gradient-penalty weight", min=0.0)
+    l1_loss_alpha: float = option(1.2, "weight of the discounted hole L1", min=0.0)
+    coarse_l1_alpha: float = option(1.2, "weight of the coarse output inside both L1 terms", min=0.0)
+    ae_loss_alpha: float = option(1.2, "weight of the valid-region (ae) L1", min=0.0)
+    gan_loss_alpha: float = option(0.001, "weight of the generator's WGAN term", min=0.0)
+    global_wgan_loss_alpha: float = option(1.0, "global critic's share of the generator's WGAN term", min=0.0)
+    attention_ksize: int = option(3, "contextual attention matching patch size (odd)", min=1)
+    attention_rate: int = option(2, "contextual attention downsampling rate (even)", min=2)
+    attention_fuse_k: int = option(3, "contextual attention fusion kernel (odd; 1 = no fusion)", min=1)
+    attention_softmax_scale: float = option(10.0, "contextual attention softmax scale", min=0.0)
+
+    profiles = {"quick": {"width": 8, "d_width": 16, "batch_size": 4, "d_steps": 1}}  # d_steps 1 fits a CPU budget
+
+
 class GnIptMethod(Method):
     """Trains on paired batches with the true masks; restores with the given mask."""
 
+    Options = GnIptOptions
+    default_steps = {"quick": 160, "paper": 100_000}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        quick = ctx.profile == "quick"
+        o: GnIptOptions = ctx.config
         size = ctx.image_size
         if size % 16:
             raise ValueError(f"GnIpt needs an image size divisible by 16, got {size}")
-        self.width = ctx.option("width", 8 if quick else 32)
-        self.d_width = ctx.option("d_width", 16 if quick else 64)
-        self.patch_size = ctx.option("patch_size", size // 2)
-        self.batch_size = ctx.option("batch_size", 4 if quick else 16)
-        self.d_steps = ctx.option("d_steps", 1 if quick else 5)  # quick: 1 to fit a CPU budget
-        self.lr = ctx.option("lr", 1e-4)
-        self.betas = (ctx.option("beta1", 0.5), ctx.option("beta2", 0.9))
-        self.gamma = ctx.option("spatial_discount_gamma", 0.9)
-        self.gp_lambda = ctx.option("wgan_gp_lambda", 10.0)
+        for key in ("attention_ksize", "attention_fuse_k"):
+            if getattr(o, key) % 2 == 0:
+                raise ValueError(f"gnipt: option {key} must be odd (a centred window), got {getattr(o, key)}")
+        if o.attention_rate % 2:
+            raise ValueError(f"gnipt: option attention_rate must be even, got {o.attention_rate}")
+        self.width = o.width
+        self.d_width = o.d_width
+        self.patch_size = o.patch_size if o.patch_size is not None else size // 2
+        self.batch_size = o.batch_size
+        self.d_steps = o.d_steps
+        self.lr = o.lr
+        self.betas = (o.beta1, o.beta2)
+        self.gamma = o.spatial_discount_gamma
+        self.gp_lambda = o.wgan_gp_lambda
         self.weights = {
-            "l1": ctx.option("l1_loss_alpha", 1.2),
-            "coarse_l1": ctx.option("coarse_l1_alpha", 1.2),
-            "ae": ctx.option("ae_loss_alpha", 1.2),
-            "gan": ctx.option("gan_loss_alpha", 0.001),
-            "global_wgan": ctx.option("global_wgan_loss_alpha", 1.0),
+            "l1": o.l1_loss_alpha,
+            "coarse_l1": o.coarse_l1_alpha,
+            "ae": o.ae_loss_alpha,
+            "gan": o.gan_loss_alpha,
+            "global_wgan": o.global_wgan_loss_alpha,
         }
         attention = ContextualAttention(
-            ksize=ctx.option("attention_ksize", 3),
-            rate=ctx.option("attention_rate", 2),
-            fuse_k=ctx.option("attention_fuse_k", 3),
-            softmax_scale=ctx.option("attention_softmax_scale", 10.0),
+            ksize=o.attention_ksize,
+            rate=o.attention_rate,
+            fuse_k=o.attention_fuse_k,
+            softmax_scale=o.attention_softmax_scale,
         )
         d = self.d_width
         self.G = GnIptGenerator(self.width, attention).to(ctx.device)
@@ -238,9 +279,6 @@ class GnIptMethod(Method):
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
         self.data = None
-
-    def default_steps(self) -> int:
-        return 160 if self.ctx.profile == "quick" else 100_000
 
     def setup_training(self, data) -> None:
         self.data = data

@@ -3,20 +3,21 @@
 A U-Net of partial convolutions: every convolution sees only valid pixels, re-normalises by the share of
 valid inputs in its window, and hands on an updated mask (a pixel becomes valid once its window saw one
 valid input), so the hole shrinks level by level. Facts from NVIDIA/partialconv (the layer and losses) and
-naoto0804/pytorch-inpainting-with-partial-conv (the net and training) are in methods.md section 7.
+naoto0804/pytorch-inpainting-with-partial-conv (the net and training) are in docs/methods.md section 7.
 
 Deviations, all documented as options:
 - depth ``layers`` defaults to log2(image_size) (bottleneck 1x1: 6 levels at 64 px, 7 at 128 px; the
   paper's 8 are for 512 px);
 - the paper's two phases (lr 2e-4 with BN, then lr 5e-5 with encoder BN frozen) are fitted into one budget:
-  the last ``finetune_fraction`` of ``total_steps`` is the fine-tuning phase. The method does not see the
-  harness's step budget, so ``total_steps`` defaults to :meth:`default_steps`; pass it with ``--steps``;
+  the last ``finetune_fraction`` of the harness's training budget (``ctx.total_steps``) is the fine-tuning
+  phase; which phase a step is in follows from its index, so a resumed run re-enters the right one;
 - total variation follows the paper (the 1-pixel dilation of the hole), not naoto's whole-image TV.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.losses import perceptual_loss, style_loss
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
+from bench.options import Options, option
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,25 +158,58 @@ def default_layers(image_size: int) -> int:
     return layers
 
 
+@dataclass(frozen=True)
+class PConvOptions(Options):
+    """PConv's options. Defaults = the paper (paper profile); ``quick`` = CPU width and batch."""
+
+    width: int = option(64, "first encoder level's channels (paper 64)", min=1)
+    layers: int | None = option(
+        None, "U-Net levels (None = log2(image_size), a 1x1 bottleneck; the paper's 8 are for 512 px)", min=1
+    )
+    batch_size: int = option(6, "training batch size (paper 6)", min=1)
+    lr: float = option(2e-4, "Adam learning rate of the first phase (paper 2e-4)", min=0.0)
+    lr_finetune: float = option(5e-5, "Adam learning rate of the fine-tuning phase (paper 5e-5)", min=0.0)
+    finetune_fraction: float = option(
+        0.25, "share of the training budget at the end that fine-tunes with encoder BN frozen", min=0.0, max=1.0
+    )
+    lambda_valid: float = option(1.0, "weight of the L1 outside the hole (Eq. 7)", min=0.0)
+    lambda_hole: float = option(6.0, "weight of the L1 inside the hole (Eq. 7)", min=0.0)
+    lambda_perceptual: float = option(0.05, "weight of the perceptual loss (Eq. 7)", min=0.0)
+    lambda_style: float = option(120.0, "weight of the style losses (Eq. 7)", min=0.0)
+    lambda_tv: float = option(0.1, "weight of the total variation on the dilated hole (Eq. 7)", min=0.0)
+    vgg_weights: str = option("", "local VGG-16 weights file ('' = --weights-dir or BENCH_VGG16_WEIGHTS, else random)")
+
+    profiles = {"quick": {"width": 16, "batch_size": 4}}
+
+
 class PConvMethod(Method):
     """Trains on paired batches with the true masks; restores with the given mask."""
 
+    Options = PConvOptions
+    default_steps = {"quick": 150, "paper": 100_000}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        quick = ctx.profile == "quick"
-        self.width = ctx.option("width", 16 if quick else 64)
-        self.layers = ctx.option("layers", default_layers(ctx.image_size))
-        self.batch_size = ctx.option("batch_size", 4 if quick else 6)
-        self.lr = ctx.option("lr", 2e-4)
-        self.lr_finetune = ctx.option("lr_finetune", 5e-5)
-        self.finetune_fraction = ctx.option("finetune_fraction", 0.25)
-        self.total_steps = ctx.option("total_steps", self.default_steps())
+        o: PConvOptions = ctx.config
+        size = ctx.image_size
+        self.width = o.width
+        self.layers = o.layers if o.layers is not None else default_layers(size)
+        if size % 2**self.layers:
+            raise ValueError(
+                f"pconv: option layers={self.layers} needs an image size divisible by 2**layers, got {size}"
+            )
+        self.batch_size = o.batch_size
+        self.lr = o.lr
+        self.lr_finetune = o.lr_finetune
+        self.finetune_fraction = o.finetune_fraction
+        self.total_steps = ctx.total_steps
+        self.vgg_weights = o.vgg_weights
         self.weights = {
-            "valid": ctx.option("lambda_valid", 1.0),
-            "hole": ctx.option("lambda_hole", 6.0),
-            "perceptual": ctx.option("lambda_perceptual", 0.05),
-            "style": ctx.option("lambda_style", 120.0),
-            "tv": ctx.option("lambda_tv", 0.1),
+            "valid": o.lambda_valid,
+            "hole": o.lambda_hole,
+            "perceptual": o.lambda_perceptual,
+            "style": o.lambda_style,
+            "tv": o.lambda_tv,
         }
         self.net = PConvUNet(self.layers, self.width).to(ctx.device)
         for module in self.net.modules():
@@ -188,15 +223,12 @@ class PConvMethod(Method):
         self.optimizer: torch.optim.Adam | None = None
         self.data = None
 
-    def default_steps(self) -> int:
-        return 150 if self.ctx.profile == "quick" else 100_000
-
     def finetune_start(self) -> int:
         return round(self.total_steps * (1.0 - self.finetune_fraction))
 
     def setup_training(self, data) -> None:
         self.data = data
-        weights = find_vgg_weights(self.ctx.option("vgg_weights", "") or None, self.ctx.weights_dir)
+        weights = find_vgg_weights(self.vgg_weights or None, self.ctx.weights_dir)
         self.vgg = VGGFeatures(weights, input_range="imagenet").to(self.ctx.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
 

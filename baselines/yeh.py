@@ -6,23 +6,29 @@ to D (prior loss); the best candidate is pasted (or Poisson-blended) into the ho
 ``iterations`` G+D forward/backward passes per image, the cost OA-GAN's feed-forward design avoids.
 
 Facts from the authors' code (moodoki/semantic_image_inpainting) and bamos/dcgan-completion are in
-methods.md section 9. Differences kept as options: ``weighting=paper`` (default) is W = known * box(hole)
+docs/methods.md section 9. Differences kept as options: ``weighting=paper`` (default) is W = known * box(hole)
 as the paper writes it; ``weighting=official`` is moodoki's known * box(known); ``none`` is bamos' plain
 known-pixel mask. ``blend=alpha`` (default) pastes m*G(z) + (1-m)*y; ``blend=poisson`` is the authors'
-default, solved here by our own batched solver. Options: DCGAN ``z_dim width batch_size lr beta1``; search
-``iterations candidates z_lr lambda_p window weighting search_batch blend``.
+default, solved here by our own batched solver. All options: :class:`YehOptions`.
+
+Each face's initial latents come from a generator seeded by the run's seed and that face
+(:func:`baselines.seeding.sample_generators`), so its completion does not depend on the batch it is in.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.seeding import sample_generators
 from bench.method import Method, MethodContext, Restoration, require_hole
+from bench.options import Options, option
 
 if TYPE_CHECKING:
     from bench.data.types import TrainData
@@ -120,21 +126,14 @@ def context_weights(hole: torch.Tensor, window: int = 7, weighting: str = "paper
 
 
 class SearchConfig(NamedTuple):
+    """The latent search's settings (validated where they come from: :class:`YehOptions`)."""
+
     iterations: int = 1500
     candidates: int = 16
     lr: float = 0.01
     lambda_p: float = 0.003
     window: int = 7
     weighting: str = "paper"
-
-    def validate(self) -> SearchConfig:
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.window % 2 != 1:
-            raise ValueError(f"window must be odd (a centred box filter), got {self.window}")
-        if self.iterations < 0 or self.candidates < 1:
-            raise ValueError("iterations must be >= 0 and candidates >= 1")
-        return self
 
 
 class SearchResult(NamedTuple):
@@ -149,18 +148,25 @@ def search_latents(
     target: torch.Tensor,
     hole: torch.Tensor,
     cfg: SearchConfig,
-    rng: torch.Generator,
+    rng: torch.Generator | Sequence[torch.Generator],
 ) -> SearchResult:
     """Optimise ``cfg.candidates`` independent z per image (all images at once) with Adam, z kept in [-1,1].
 
     ``target`` [B,3,H,W] in [-1,1]; ``hole`` [B,1,H,W], 1 = occluded. Loss per candidate:
     ||W * (G(z) - y)||_1 + lambda_p * log(1 - D(G(z))). Networks must be in eval mode (BN then treats
-    candidates independently); only z receives gradients.
+    candidates independently); only z receives gradients. ``rng``: one CPU generator for the whole batch,
+    or one per image (each image's initial z then depends on its own generator only).
     """
     k = cfg.candidates
     y = target.repeat_interleave(k, 0)
     w = context_weights(hole, cfg.window, cfg.weighting).repeat_interleave(k, 0)
-    z0 = torch.rand(len(y), generator.z_dim, generator=rng).mul_(2).sub_(1)
+    if isinstance(rng, torch.Generator):
+        z0 = torch.rand(len(y), generator.z_dim, generator=rng)
+    else:
+        if len(rng) != len(target):
+            raise ValueError(f"search_latents: {len(rng)} generators for {len(target)} images")
+        z0 = torch.cat([torch.rand(k, generator.z_dim, generator=g) for g in rng])
+    z0 = z0.mul_(2).sub_(1)
     z = z0.to(target.device).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=cfg.lr)
     history = []
@@ -221,39 +227,64 @@ def poisson_blend(pred: torch.Tensor, image: torch.Tensor, hole: torch.Tensor, t
     return h * x + (1 - h) * image
 
 
+@dataclass(frozen=True)
+class YehOptions(Options):
+    """Yeh's options: the DCGAN (paper profile = DCGAN-tensorflow's recipe) and the latent search (the
+    paper's); ``quick`` = CPU width, batch and a shorter search."""
+
+    z_dim: int = option(100, "latent size of the DCGAN", min=1)
+    width: int = option(64, "DCGAN base channels (G's last and D's first layer)", min=1)
+    batch_size: int = option(64, "DCGAN training batch size", min=1)
+    lr: float = option(2e-4, "DCGAN Adam learning rate", min=0.0)
+    beta1: float = option(0.5, "DCGAN Adam beta1 (beta2 is 0.999)", min=0.0, below=1.0)
+    iterations: int = option(1500, "Adam steps on z per image at restore time", min=0)
+    candidates: int = option(16, "independent z searched per image; the best context loss wins", min=1)
+    z_lr: float = option(0.01, "Adam learning rate of the latent search", min=0.0)
+    lambda_p: float = option(0.003, "weight of the prior loss log(1 - D(G(z)))", min=0.0)
+    window: int = option(7, "side of the context-weight box filter (odd)", min=1)
+    weighting: str = option(
+        "paper", "context weights: paper (near the hole), official (moodoki), none (known pixels)", choices=WEIGHTINGS
+    )
+    search_batch: int = option(256, "most images x candidates optimised at once (memory cap)", min=1)
+    blend: str = option("alpha", "paste G(z) into the hole: alpha, or poisson (the authors' default)", choices=BLENDS)
+
+    profiles = {"quick": {"width": 16, "batch_size": 32, "iterations": 100, "candidates": 4}}
+
+
 class YehMethod(Method):
     """DCGAN trained on clean faces; restoration by latent search, then blending into the hole."""
 
+    Options = YehOptions
+    # quick: ~2.5 minutes on the shared 2-core CPU (0.5-0.7 s/step measured); paper: ~25 epochs of
+    # CelebA's train split at batch 64, the usual DCGAN-tensorflow recipe behind the authors' model.
+    default_steps = {"quick": 200, "paper": 60_000}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        quick = ctx.profile == "quick"
+        o: YehOptions = ctx.config
         size = ctx.image_size
-        self.z_dim = ctx.option("z_dim", 100)
-        self.width = ctx.option("width", 16 if quick else 64)
-        self.batch_size = ctx.option("batch_size", 32 if quick else 64)
-        self.lr = ctx.option("lr", 2e-4)
-        self.beta1 = ctx.option("beta1", 0.5)
+        if o.window % 2 != 1:
+            raise ValueError(f"yeh: option window must be odd (a centred box filter), got {o.window}")
+        self.z_dim = o.z_dim
+        self.width = o.width
+        self.batch_size = o.batch_size
+        self.lr = o.lr
+        self.beta1 = o.beta1
         self.search = SearchConfig(
-            iterations=ctx.option("iterations", 100 if quick else 1500),
-            candidates=ctx.option("candidates", 4 if quick else 16),
-            lr=ctx.option("z_lr", 0.01),
-            lambda_p=ctx.option("lambda_p", 0.003),
-            window=ctx.option("window", 7),
-            weighting=ctx.option("weighting", "paper"),
-        ).validate()
-        self.search_batch = ctx.option("search_batch", 256)  # max images x candidates optimised at once
-        self.blend = ctx.option("blend", "alpha")
-        if self.blend not in BLENDS:
-            raise ValueError(f"blend must be one of {BLENDS}, got {self.blend!r}")
+            iterations=o.iterations,
+            candidates=o.candidates,
+            lr=o.z_lr,
+            lambda_p=o.lambda_p,
+            window=o.window,
+            weighting=o.weighting,
+        )
+        self.search_batch = o.search_batch
+        self.blend = o.blend
         self.generator = DCGANGenerator(size, self.z_dim, self.width).to(ctx.device)
         self.discriminator = DCGANDiscriminator(size, self.width).to(ctx.device)
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
-
-    def default_steps(self) -> int:
-        # quick: ~2.5 minutes on the shared 2-core CPU (0.5-0.7 s/step measured); paper: ~25 epochs of
-        # CelebA's train split at batch 64, the usual DCGAN-tensorflow recipe behind the authors' model.
-        return 200 if self.ctx.profile == "quick" else 60000
+        self.data: TrainData | None = None
 
     def setup_training(self, data: TrainData) -> None:
         self.data = data
@@ -302,14 +333,15 @@ class YehMethod(Method):
         """Latent search for a batch in chunks of ``search_batch`` candidates; G(z_hat) in [-1,1]."""
         self.generator.eval()
         self.discriminator.eval()
-        rng = torch.Generator().manual_seed(self.ctx.seed)  # restore() is reproducible
         hole = (masks > 0.5).float()
+        rngs = sample_generators(self.ctx.seed, images, hole)  # per face: the same z0 in any batch or chunk
         per_chunk = max(1, self.search_batch // self.search.candidates)
         parts = []
         with torch.enable_grad():
             for i in range(0, len(images), per_chunk):
                 y, h = images[i : i + per_chunk] * 2 - 1, hole[i : i + per_chunk]
-                parts.append(search_latents(self.generator, self.discriminator, y, h, self.search, rng))
+                chunk_rngs = rngs[i : i + per_chunk]
+                parts.append(search_latents(self.generator, self.discriminator, y, h, self.search, chunk_rngs))
         return SearchResult(
             torch.cat([p.images for p in parts]),
             torch.cat([p.context for p in parts]),

@@ -37,13 +37,26 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 @app.command("list")
-def list_plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Every installed plugin, its version and the methods it registers (imports no torch)."""
+def list_plugins(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    options: bool = typer.Option(False, "--options", help="Also every method's declared options (imports torch)."),
+    method: str | None = typer.Argument(None, help="Only this method (with --options: its options)."),
+    profile: str = typer.Option("quick", help="With --options: show the defaults of this profile."),
+) -> None:
+    """Every installed plugin, its version and the methods it registers (imports no torch without --options)."""
     import json
 
     from bench import plugins
 
     reg = plugins.registry()
+    if method is not None:
+        try:
+            reg.get(method)
+        except KeyError as exc:
+            _fail(exc.args[0])
+    if options:
+        _list_options(reg, [method] if method else sorted(reg.methods), profile, as_json)
+        return
     if as_json:
         rows = [
             {
@@ -84,6 +97,46 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Machine-rea
     console.print(details)
 
 
+def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
+    """The declared options of each method, with the defaults ``profile`` resolves to (variants included)."""
+    import json
+
+    from bench.options import OptionError
+    from bench.planning import PROFILE_SIZE
+
+    if profile not in PROFILE_SIZE:
+        _fail(f"unknown profile {profile!r}; use {' or '.join(PROFILE_SIZE)}")
+    tables = {}
+    for name in names:
+        spec = reg.get(name)
+        try:
+            cls = spec.load()
+            resolved = cls.Options.resolve(profile, spec.options, method=name).as_dict()
+        except (ImportError, AttributeError, OptionError) as exc:
+            _fail(f"method {name!r}: cannot read its options ({exc})")
+        rows = cls.Options.describe()
+        for row in rows:
+            row["default"] = resolved[row["name"]]
+        tables[name] = rows
+    if as_json:
+        typer.echo(json.dumps(tables, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, rows in tables.items():
+        table = Table(title=f"{name} options ({profile} profile): --opt {name.split(':')[0]}.KEY=VALUE")
+        table.add_column("option", no_wrap=True)
+        table.add_column("type", no_wrap=True)
+        table.add_column("default", no_wrap=True)
+        table.add_column("range")
+        table.add_column("help", ratio=1)
+        for row in rows:
+            table.add_row(row["name"], row["type"], repr(row["default"]), row["range"], row["help"])
+        console.print(table if rows else f"{name}: no options")
+
+
 @app.command()
 def run(
     methods: str = typer.Option(
@@ -95,7 +148,9 @@ def run(
     ),
     image_size: int | None = typer.Option(None, help="Override the profile's image size."),
     mask_source: str = typer.Option(
-        "oagan", help="Masks for mask-requiring methods: oagan (Fig. 10), gt (oracle), both."
+        "oagan",
+        help="Masks for mask-requiring methods, comma-separated: gt (the oracle) and/or methods that predict a "
+        "mask (default oagan, the paper's Fig. 10 protocol), e.g. gt,oagan.",
     ),
     mask_threshold: float = typer.Option(0.5, help="Binarization threshold of predicted masks."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -124,8 +179,6 @@ def run(
     from bench.runner import RunConfig, RunError, Runner
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    if not names:
-        _fail("--methods is empty")
     try:
         config = RunConfig(
             methods=names,
@@ -152,7 +205,7 @@ def run(
         )
         store = Runner(config, argv=sys.argv).run()
     except (RunError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     from bench.report import summary_table
 
     summary_table(store)
@@ -170,6 +223,8 @@ def report(
     """Render one self-contained HTML page: the paper's tables and figures for these runs."""
     from bench.report import render_report
 
+    if examples < 0:
+        _fail(f"--examples must be 0 or more, got {examples}")
     if not runs:
         candidates = sorted((results / "runs").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
         if not candidates:
@@ -193,11 +248,14 @@ def data_preview(
 ) -> None:
     """Write a PNG grid of faces, synthetic and natural occlusions and their masks."""
     from bench.data.preview import preview_grid
-    from bench.runner import RunConfig, RunError, resolve_dataset
+    from bench.planning import RunConfig, RunError
+    from bench.runner import resolve_dataset
 
+    if n < 1:
+        _fail(f"--n must be at least 1, got {n}")
     try:
         bench, _ = resolve_dataset(
-            RunConfig(methods=[], dataset=dataset, image_size=size, seed=seed, occluders=occluders)
+            RunConfig(methods=["preview"], dataset=dataset, image_size=size, seed=seed, occluders=occluders)
         )
     except (RunError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -255,20 +313,54 @@ def perf(
 ) -> None:
     """Measure images/s (inference and training step), harness overhead and peak memory per method."""
     from bench.perf import run_perf
+    from bench.planning import RunError
 
-    run_perf(
-        [m.strip() for m in methods.split(",") if m.strip()],
-        [int(s) for s in sizes.split(",")],
-        batch_size=batch_size,
-        device=device,
-        repeats=repeats,
-        output=output,
-        profile=profile,
-    )
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--sizes expects comma-separated whole numbers, got {sizes!r}")
+    try:
+        run_perf(
+            [m.strip() for m in methods.split(",") if m.strip()],
+            size_list,
+            batch_size=batch_size,
+            device=device,
+            repeats=repeats,
+            output=output,
+            profile=profile,
+        )
+    except RunError as exc:
+        _fail(str(exc))
+
+
+INTERRUPTED = "interrupted: finished work is kept; run the same command again to resume where it stopped"
 
 
 def main() -> None:
-    app()
+    """The console entry point: errors the user can act on are one line each, never a traceback."""
+    from bench.plugins import PluginError
+
+    try:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except typer.TyperException as exc:  # usage errors (typer's own click): its message and exit code
+        exc.show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    except OSError as exc:
+        from bench.io import disk_error_line
+
+        line = disk_error_line(exc)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    except PluginError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if code == 130:  # Ctrl-C (typer turns it into exit code 130)
+        typer.echo(INTERRUPTED, err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Sharded evaluation under ``torchrun`` (design.md "Scale").
+"""Sharded evaluation under ``torchrun`` (docs/design.md "Scale").
 
 Rank 0 owns the run folder, the manifest and training; every rank then evaluates the samples whose
 index ``i % world_size == rank`` and appends to its own metrics file. Rows are keyed by sample id,

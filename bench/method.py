@@ -9,10 +9,13 @@ with **1 = occluded**. Methods convert to their own ranges internally.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from bench.options import Options
 
 if TYPE_CHECKING:
     import torch
@@ -20,24 +23,48 @@ if TYPE_CHECKING:
     from bench.data.types import TrainData
 
 TRAINING_DATA = ("paired", "natural", "clean")
+# The one grammar of method names: ``name`` or ``name:variant``, lowercase letters, digits and ``_``,
+# starting with a letter. Names become folder and file names, so nothing else is allowed.
+METHOD_NAME = re.compile(r"[a-z][a-z0-9_]*(?::[a-z][a-z0-9_]*)?")
+
+
+def check_method_name(name: str) -> str:
+    """``name`` when it follows the grammar, else one clear error."""
+    if not isinstance(name, str) or not METHOD_NAME.fullmatch(name):
+        raise ValueError(
+            f"method name {name!r} is not valid: use 'name' or 'name:variant' made of lowercase letters, "
+            "digits and '_', starting with a letter"
+        )
+    return name
+
+
+def base_name(name: str) -> str:
+    """``oagan`` for ``oagan:no_style``; the name itself when it is not a variant."""
+    return name.partition(":")[0]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     """What a plugin registers. Cheap to build: nothing is imported until :meth:`load`."""
 
-    name: str  # "oagan", or a variant "oagan:no_style"
+    name: str  # "oagan", or a variant "oagan:no_style" (see METHOD_NAME)
     factory: str  # "package.module:Class", a subclass of Method
     summary: str
     paper: str = ""  # short citation, shown in the report
-    needs_mask: bool = False  # fed a mask by the harness (OA-GAN's binarized mask, or the oracle)
-    predicts_mask: bool = False  # returns its own occlusion mask (scored with IoU/F1)
+    needs_mask: bool = False  # fed a mask by the harness (a mask source's binarized mask, or the oracle)
+    predicts_mask: bool = False  # returns its own occlusion mask (scored with IoU/F1; can be a mask source)
     trains_on: tuple[str, ...] = ()  # subset of TRAINING_DATA
     reported: Mapping[str, float] = field(default_factory=dict)  # the seed paper's numbers, e.g. psnr/ssim
-    options: Mapping[str, Any] = field(default_factory=dict)  # passed to the method (variants differ here)
+    options: Mapping[str, Any] = field(default_factory=dict)  # option overrides (variants differ here)
+    variant_of: str = ""  # the method this one ablates ("oagan" for "oagan:no_style"); set from the name
     plugin: str = ""  # set by the plugin manager
 
     def __post_init__(self) -> None:
+        check_method_name(self.name)
+        if ":" in self.name and not self.variant_of:
+            object.__setattr__(self, "variant_of", base_name(self.name))
+        if self.variant_of and base_name(self.name) != self.variant_of:
+            raise ValueError(f"method {self.name!r}: a variant of {self.variant_of!r} is named {self.variant_of}:...")
         if ":" not in self.factory:
             raise ValueError(f"method {self.name!r}: factory must be 'module:attr', got {self.factory!r}")
         unknown = set(self.trains_on) - set(TRAINING_DATA)
@@ -57,19 +84,39 @@ class MethodContext:
     profile: str  # "quick" (CPU, small) or "paper" (the paper's settings)
     device: torch.device
     seed: int
-    options: dict[str, Any] = field(default_factory=dict)  # spec options, then user --opt overrides
+    config: Options = field(default_factory=Options)  # the method's resolved, validated options
+    total_steps: int = 0  # the training budget the harness will run (schedules span it)
     attribute_names: tuple[str, ...] = ()
     weights_dir: Path | None = None  # local pretrained files (e.g. vgg16), never a hub
     amp: bool = False
 
-    def option(self, key: str, default: Any) -> Any:
-        """An option cast to the type of its default (CLI overrides arrive as strings)."""
-        value = self.options.get(key, default)
-        if isinstance(default, bool) and isinstance(value, str):
-            return value.lower() in ("1", "true", "yes", "on")
-        if default is not None and not isinstance(default, str) and isinstance(value, str):
-            return type(default)(value)
-        return value
+
+def make_context(
+    cls: type[Method],
+    *,
+    image_size: int,
+    profile: str,
+    device: torch.device,
+    seed: int = 0,
+    options: tuple[Mapping[str, Any], ...] = (),
+    total_steps: int | None = None,
+    name: str = "",
+    attribute_names: tuple[str, ...] = (),
+    weights_dir: Path | None = None,
+) -> MethodContext:
+    """The one way to build a context: ``cls.Options`` resolved for ``profile`` with each layer of
+    ``options`` (a variant's, then the user's) on top; ``total_steps`` defaults to the profile's budget."""
+    config = cls.Options.resolve(profile, *options, method=name or cls.__name__)
+    return MethodContext(
+        image_size=image_size,
+        profile=profile,
+        device=device,
+        seed=seed,
+        config=config,
+        total_steps=cls.steps_for(profile) if total_steps is None else total_steps,
+        attribute_names=attribute_names,
+        weights_dir=weights_dir,
+    )
 
 
 class Restoration(NamedTuple):
@@ -96,17 +143,22 @@ class Method:
     ``__init__(ctx)`` (build networks) -> ``setup_training(data)`` (optimisers, samplers; only when
     training) -> ``train_step(step)`` repeatedly -> ``restore(images, masks)`` in eval mode.
     ``state_dict`` / ``load_state_dict`` must round-trip networks and, once training is set up,
-    optimisers too (that is what makes a killed run resumable).
+    optimisers and any other state a step reads (counters, image pools, private random generators):
+    that is what makes a killed and resumed run bit-identical to an uninterrupted one. The global torch,
+    numpy and Python generators and the training data's sampler are saved by the harness.
     """
 
-    trainable: bool = True
+    trainable: ClassVar[bool] = True
+    Options: ClassVar[type[Options]] = Options  # the declared options (bench.options); resolved into ctx.config
+    default_steps: ClassVar[Mapping[str, int]] = {}  # training steps per profile when the user gives none
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
 
-    def default_steps(self) -> int:
-        """Training steps for ``ctx.profile`` when the user gives none."""
-        return 0
+    @classmethod
+    def steps_for(cls, profile: str) -> int:
+        """The default training budget of ``profile`` (the ``paper`` one for a profile the method lacks)."""
+        return int(cls.default_steps.get(profile, cls.default_steps.get("paper", 0)))
 
     def setup_training(self, data: TrainData) -> None:
         raise NotImplementedError

@@ -2,7 +2,7 @@
 
 For each method and image size: training-step throughput (images/s; trainable methods), inference
 throughput of ``restore`` alone (the bare model), the same batch through the harness's own evaluation
-(``Runner.evaluate_batch``: masking, quantisation, PNG writes, metrics, rows) to give the harness
+(``Evaluator.evaluate_batch``: masking, quantisation, PNG writes, metrics, rows) to give the harness
 overhead, and peak memory (CUDA peak allocation on a GPU; the process's peak RSS on CPU, so run one
 method per call to isolate it). Networks are untrained: speed does not depend on the weights.
 """
@@ -44,16 +44,27 @@ def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str
 
     from bench.data.embedded import build_synthetic, default_occluder
     from bench.data.types import TrainData, mask_tensor, to_tensor
-    from bench.runner import Job, RunConfig, Runner
+    from bench.evaluation import Evaluator
+    from bench.method import make_context
+    from bench.planning import ORACLE, Job
     from bench.runstore import RunStore
 
     bench = build_synthetic(
         size=size, seed=0, identities=8, train_clean=32, train_natural=16, test_paired=16, test_natural=8, test_clean=8
     )
-    runner = Runner(RunConfig(methods=[spec.name], profile=profile, image_size=size, mask_source="gt"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    method = spec.load()(runner.method_context(spec, bench, device))  # built as `bench run` builds it
+    cls = spec.load()
+    ctx = make_context(  # built as `bench run` builds it
+        cls,
+        image_size=size,
+        profile=profile,
+        device=device,
+        options=(spec.options,),
+        name=spec.name,
+        attribute_names=bench.attribute_names,
+    )
+    method = cls(ctx)
     row: dict[str, Any] = {
         "method": spec.name,
         "size": size,
@@ -84,10 +95,11 @@ def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str
 
     # The harness's own per-batch evaluation (oracle masks), into a throw-away run folder.
     store = RunStore(Path(tempfile.mkdtemp(prefix="bench-perf-")))
-    job = Job(spec, "gt" if spec.needs_mask else "own")
+    evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size)
+    job = Job(spec, ORACLE if spec.needs_mask else "own")
 
     def harness() -> None:
-        runner.evaluate_batch(job, method, "test_paired", faces, idx, store, device)
+        evaluator.evaluate_batch(job, method, "test_paired", faces, idx, device)
 
     t_bare = _timed(bare, device, repeats)
     t_harness = _timed(harness, device, repeats)
@@ -123,15 +135,34 @@ def run_perf(
     from rich.table import Table
 
     from bench import plugins
+    from bench.planning import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, PROFILE_SIZE, RunError
     from bench.training import resolve_device, seed_everything
 
-    seed_everything(0)
-    dev = resolve_device(device)
+    if not methods:
+        raise RunError("--methods is empty; name at least one method (see `bench list`)")
+    for size in sizes:
+        if not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE and size % 16 == 0):
+            raise RunError(
+                f"--sizes: each must be a multiple of 16 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {size}"
+            )
+    if batch_size < 1 or repeats < 1:
+        raise RunError(f"--batch-size and --repeats must be at least 1, got {batch_size} and {repeats}")
+    if profile not in PROFILE_SIZE:
+        raise RunError(f"unknown profile {profile!r}; use {' or '.join(PROFILE_SIZE)}")
     reg = plugins.registry()
+    try:
+        specs = [reg.get(name) for name in methods]
+    except KeyError as exc:
+        raise RunError(exc.args[0]) from exc
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise RunError(str(exc)) from exc
+    seed_everything(0)
     rows = []
     console = Console()
-    for name in methods:
-        spec = reg.get(name)
+    for spec in specs:
+        name = spec.name
         for size in sizes:
             try:
                 rows.append(measure(spec, size, batch_size, dev, repeats, profile))

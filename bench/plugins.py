@@ -39,8 +39,14 @@ class PluginInfo:
 class Registry:
     methods: dict[str, MethodSpec]
     plugins: list[PluginInfo]
+    conflicts: dict[str, list[str]] = field(default_factory=dict)  # method name -> the plugins that all register it
 
     def get(self, name: str) -> MethodSpec:
+        if name in self.conflicts:
+            raise KeyError(
+                f"method {name!r} is registered by several plugins ({', '.join(self.conflicts[name])}); uninstall or "
+                "block one (DEOCC_DISABLE_PLUGINS=plugin)"
+            )
         if name in self.methods:
             return self.methods[name]
         hint = get_close_matches(name, list(self.methods), n=3)
@@ -106,6 +112,7 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
     pm.check_pending()
     by_name = {i.name: i for i in infos}
     methods: dict[str, MethodSpec] = {}
+    conflicts: dict[str, list[str]] = {}
     for plugin in pm.get_plugins():
         pname = pm.get_name(plugin) or repr(plugin)
         info = by_name.get(pname)
@@ -121,7 +128,15 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
             if not isinstance(spec, MethodSpec):
                 raise TypeError(f"register() takes a MethodSpec, got {type(spec).__name__}")
             if spec.name in methods:
-                raise PluginError(f"method {spec.name!r} registered twice ({methods[spec.name].plugin}, {_info.name})")
+                owners = conflicts.setdefault(spec.name, [methods[spec.name].plugin])
+                owners.append(_info.name)
+                owners.sort()
+                message = f"method {spec.name!r} is registered by both {' and '.join(owners)}"
+                if _strict():
+                    raise PluginError(message)
+                for owner in owners:
+                    by_name[owner].error = f"{message}; it is unusable until one of them is removed"
+                return
             object.__setattr__(spec, "plugin", _info.name)
             methods[spec.name] = spec
             _info.methods.append(spec.name)
@@ -132,9 +147,13 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
             raise
         except Exception as exc:
             if _strict():
-                raise
+                raise PluginError(
+                    f"plugin {pname!r} failed to register its methods: {type(exc).__name__}: {exc}"
+                ) from exc
             info.error = f"{type(exc).__name__}: {exc}"
-    return Registry(methods, infos)
+    for name in conflicts:
+        methods.pop(name, None)
+    return Registry(methods, infos, conflicts)
 
 
 _pm: pluggy.PluginManager | None = None

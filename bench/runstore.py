@@ -1,6 +1,6 @@
 """The run folder: manifest, stored test inputs, predictions, append-only metrics, summary.
 
-Layout (design.md "Run store")::
+Layout (docs/design.md "Run store")::
 
     runs/<run-id>/manifest.json
     runs/<run-id>/inputs/<split>/{input,gt,mask}/<id>.png     the fixed test sets every method sees
@@ -26,53 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.training import atomic_write_bytes
+from bench.io import atomic_write_bytes, write_json
 
-METRIC_COLUMNS = ("psnr", "ssim", "region_psnr", "mask_iou", "mask_f1", "occluded_fraction", "seconds")
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """uint8 [H,W,3] or [H,W] -> PNG, atomically."""
-    import cv2
-
-    if image.ndim == 3:
-        image = image[..., ::-1]  # RGB -> BGR for OpenCV
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
-def read_png(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise OSError(f"cannot read image {path}: missing or corrupt; delete it and run again to recompute")
-    return image[..., ::-1].copy() if image.ndim == 3 else image
-
-
-def png_data_uri(path: Path) -> str | None:
-    """A saved PNG inlined as a ``data:`` URI (self-contained HTML), or None when it does not exist."""
-    import base64
-
-    if not path.exists():
-        return None
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def read_json(path: Path) -> Any | None:
-    """A JSON file's content, or None when it does not exist."""
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy scalars as numbers; anything else (paths, devices) as its string."""
-    return obj.item() if isinstance(obj, np.generic) else str(obj)
+METRIC_COLUMNS = ("psnr", "ssim", "region_psnr", "mask_iou", "mask_f1", "occluded_fraction", "out_of_range", "seconds")
 
 
 def _clean(value: Any) -> Any:
@@ -123,6 +79,23 @@ class RunStore:
         manifest["updated"] = now()
         self.write_manifest(manifest)
 
+    def claim_label(self, label: str, model: str) -> bool:
+        """Record which model ``label``'s rows come from. Rows and predictions of another model (a run resumed
+        after its model changed, e.g. an unfinished one that has since finished) are removed, so a label never
+        mixes two models; returns whether anything was removed."""
+        if self.rank:
+            return False
+        previous = self.manifest().get("methods", {}).get(label, {}).get("model")
+        stale = previous is not None and previous != model
+        if stale:
+            import shutil
+
+            for path in self._row_files(label):
+                path.unlink()
+            shutil.rmtree(self.root / "predictions" / label, ignore_errors=True)
+        self.set_status("methods", label, model=model)
+        return stale
+
     # images ---------------------------------------------------------------------------------------
     def input_path(self, split: str, kind: str, sample: str) -> Path:
         return self.root / "inputs" / split / kind / f"{sample}.png"
@@ -136,20 +109,68 @@ class RunStore:
         suffix = f".rank{self.rank}" if self.rank else ""
         return self.root / "metrics" / f"{label}{suffix}.jsonl"
 
-    def read_rows(self, label: str) -> list[dict[str, Any]]:
-        """Rows of one label from every rank's file; a truncated last line (killed mid-write) is dropped."""
+    def _row_files(self, label: str) -> list[Path]:
         folder = self.root / "metrics"
         paths = [folder / f"{label}.jsonl", *sorted(folder.glob(f"{glob.escape(label)}.rank*.jsonl"))]
+        return [p for p in paths if p.exists()]
+
+    def read_rows(self, label: str) -> list[dict[str, Any]]:
+        """Rows of one label from every rank's file.
+
+        An unterminated last line is a write a kill cut short and is skipped (the run recomputes it). Any
+        other line that is not a JSON row, or a second row for one (split, sample), is damage: one error
+        naming the file and line, never a row that silently disappears from the report.
+        """
         rows = []
-        for path in paths:
-            if not path.exists():
-                continue
-            for line in path.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
+        seen: dict[tuple[str, str], str] = {}
+        for path in self._row_files(label):
+            text = path.read_text(errors="replace")
+            lines = text.split("\n")
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
                     continue
+                where = f"{path}:{number}"
+                if number == len(lines):  # no newline after it: an interrupted append
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = (row["split"], row["sample"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ValueError(
+                        f"{where} is a damaged metrics row; run the same `bench run` again to recompute it"
+                    ) from None
+                if key in seen:
+                    raise ValueError(
+                        f"{where} repeats the row of {seen[key]}; run the same `bench run` again to repair"
+                    )
+                seen[key] = where
+                rows.append(row)
         return rows
+
+    def repair_rows(self, label: str) -> int:
+        """Drop damaged, duplicate and interrupted lines of ``label``'s own file (atomically), so the run
+        recomputes those samples; returns how many lines were dropped."""
+        path = self.metrics_path(label)
+        if not path.exists():
+            return 0
+        kept, dropped, seen = [], 0, set()
+        for line in path.read_text(errors="replace").split("\n")[:-1]:
+            try:
+                row = json.loads(line)
+                key = (row["split"], row["sample"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                dropped += bool(line.strip())
+                continue
+            if key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            kept.append(line + "\n")
+        tail = path.read_bytes()
+        dropped += not tail.endswith(b"\n") and bool(tail)
+        if dropped:
+            atomic_write_bytes(path, "".join(kept).encode())
+        return dropped
 
     def done_ids(self, label: str, split: str) -> set[str]:
         return {r["sample"] for r in self.read_rows(label) if r.get("split") == split}
@@ -159,7 +180,7 @@ class RunStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in rows)
         if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            text = "\n" + text  # finish a line a kill cut short, so the new rows stay parseable
+            self.repair_rows(label)  # drop the line a kill cut short, so the new rows stay parseable
         with open(path, "a") as f:
             f.write(text)
             f.flush()

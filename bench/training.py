@@ -8,12 +8,10 @@ clear error and leaves the last good checkpoint untouched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from bench.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -62,25 +62,6 @@ class Budget:
     seconds: float | None = None  # wall-clock cap; training stops early (and says so) when reached
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Atomic ``torch.save``: a kill mid-write never leaves a truncated checkpoint behind."""
     import io
@@ -104,21 +85,80 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def file_sha256(path: Path) -> str:
+def state_digest(state: Any) -> str:
+    """sha256 of a (nested) state dict's keys and tensor bytes: the model's identity, equal for bit-identical
+    weights (a checkpoint file's own hash is not: torch.save writes a fresh serialization id each time)."""
+    import hashlib
+
+    import torch
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value, key=str):
+                h.update(str(key).encode())
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(value).encode())
+
+    walk(state)
     return h.hexdigest()
+
+
+def random_state(data: TrainData) -> dict[str, Any]:
+    """Every random generator a training step may read: torch (CPU and CUDA), numpy's and Python's global
+    ones, and the training data's sampler. Non-tensor states travel as one JSON string, which
+    ``torch.load(weights_only=True)`` reads back without unpickling arbitrary objects."""
+    import torch
+
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    plain = {
+        "numpy": [kind, key.tolist(), pos, has_gauss, gauss],
+        "python": [version, list(internal), py_gauss],
+        "data": data.rng.bit_generator.state,
+    }
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "plain": json.dumps(plain)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: Mapping[str, Any], data: TrainData) -> None:
+    """Put back what :func:`random_state` saved."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    plain = json.loads(state["plain"])
+    kind, key, pos, has_gauss, gauss = plain["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = plain["python"]
+    random.setstate((version, tuple(internal), py_gauss))
+    data.rng.bit_generator.state = plain["data"]
 
 
 @dataclass
 class FitResult:
     steps: int  # steps completed in total
+    requested: int  # steps asked for
     seconds: float  # wall time of this call
     resumed_from: int  # 0 when training started fresh
     stopped_by_time: bool
     last_losses: dict[str, float]
+
+    @property
+    def finished(self) -> bool:
+        return self.steps >= self.requested
 
 
 def fit(
@@ -130,16 +170,28 @@ def fit(
     checkpoint_every: int = 50,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
-    """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present."""
+    """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present.
+
+    ``last.pt`` holds the step, the method's state (networks, optimisers, whatever else a step reads) and
+    every random state, so a run killed after a checkpoint and started again ends bit-identical to one
+    that was never killed (on CPU; GPU kernels may not be deterministic). The caller stores the final
+    model only when :attr:`FitResult.finished`.
+    """
     name = type(method).__name__
     last = workdir / "last.pt"
     method.setup_training(data)
     start = 0
     if last.exists():
         state = load_checkpoint(last)
+        if "random" not in state:
+            raise RuntimeError(f"{last} predates bit-exact resume (no random state); delete it to retrain")
         method.load_state_dict(state["method"])
+        set_random_state(state["random"], data)
         start = int(state["step"])
-        data.rng = np.random.default_rng([data.seed, start])
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(last, {"step": step, "method": method.state_dict(), "random": random_state(data)})
+
     t0 = time.perf_counter()
     losses: dict[str, float] = {}
     step = start
@@ -161,7 +213,7 @@ def fit(
         if on_step is not None:
             on_step(step, losses)
         if step % checkpoint_every == 0 or step == budget.steps:
-            save_checkpoint(last, {"step": step, "method": method.state_dict()})
+            checkpoint(step)
     if stopped_by_time and step > start:
-        save_checkpoint(last, {"step": step, "method": method.state_dict()})
-    return FitResult(step, time.perf_counter() - t0, start, stopped_by_time, losses)
+        checkpoint(step)
+    return FitResult(step, budget.steps, time.perf_counter() - t0, start, stopped_by_time, losses)

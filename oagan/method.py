@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,68 +20,89 @@ from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES, TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.losses import gradient_penalty
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
+from bench.options import Options, option
 from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import GeneratorOutput, build_generator
 
-# quick: 0.7-1.0 s/step on a 2-core CPU at 64 px, batch 8 -> 3.5-5 minutes. paper: the official code's
-# ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
-DEFAULT_STEPS = {"quick": 300, "paper": 25_000}
+UNIT_INTERVAL = {"min": 0.0, "max": 1.0}
 
 
 @dataclass(frozen=True)
-class OAGANConfig:
-    """Every hyper-parameter; each is an option (``--opt key=value``). Defaults = the ``paper`` preset."""
+class OAGANOptions(Options):
+    """Every hyper-parameter of OA-GAN. Defaults = the ``paper`` preset (the paper's text); ``official`` =
+    the authors' code where it differs (docs/methods.md section 1); ``quick`` = the CPU profile."""
 
-    preset: str = "paper"
-    generator: str = "oagan"  # or "two_path" (Fig. 4a ablation)
-    width: int = 64  # generator stem channels (Table I)
-    d_width: int = 64  # critic first-layer channels (Table II)
-    res_blocks: int = 3  # paper figure: 3; official code: 6
-    batch_size: int = 48  # official code
-    lr: float = 1e-4
-    beta1: float = 0.5  # the paper only says Adam lr 1e-4; betas follow the official code
-    beta2: float = 0.999
-    lr_decay_start: float = 1.0  # fraction of total_steps after which lr decays linearly to 0 (1 = never)
-    total_steps: int = 0  # length of the ratio schedule; 0 = default_steps() of the profile
-    n_critic: int = 1  # generator updated every n_critic critic steps
-    lambda_perceptual: float = 0.05  # lambda1
-    lambda_style: float = 120.0  # lambda2
-    lambda_pixel: float = 1.0  # lambda3
-    lambda_smooth: float = 1e-3  # lambda4
-    lambda_mask: float = -1.0  # lambda5
-    lambda_adv: float = 1.0  # lambda6
-    gamma: float = 6.0  # pixel weight inside the occlusion (PConv's hole weight, the paper's ref [13])
-    delta: float = 1.0  # pixel weight outside it
-    lambda_gp: float = 10.0
-    lambda_attr: float = 1.0  # beta of Eq. (3), also on the generator's paired loss
-    attr_divide_by_batch: bool = False
-    attr_on_natural: bool = False  # the paper uses L_attr only on paired images
-    smooth_reduction: str = "mean"  # "mean" (paper, with 1e-3) or "sum" (official, with 1e-5)
-    # Hole region of Eq. (6): the "true" synthetic mask (default) or the predicted 1-M (official). With the
-    # predicted split an occluder that M keeps costs only delta*|x-gt|, while lambda5*mean(M)^2 pays about
+    preset: str = option(
+        "paper", "paper (the paper's text) or official (the authors' code)", choices=("paper", "official")
+    )
+    generator: str = option(
+        "oagan", "two-stage generator (Table I) or the two-path one of Fig. 4a", choices=("oagan", "two_path")
+    )
+    width: int = option(64, "generator stem channels (Table I: 64)", min=1)
+    d_width: int = option(64, "critic first-layer channels (Table II: 64)", min=1)
+    res_blocks: int = option(3, "residual blocks of the occlusion-aware module (paper 3, official code 6)", min=0)
+    batch_size: int = option(48, "training batch size (official code: 48)", min=1)
+    lr: float = option(1e-4, "Adam learning rate of both networks (paper: 1e-4)", min=0.0)
+    beta1: float = option(0.5, "Adam beta1 (official code; the paper gives only the lr)", min=0.0, below=1.0)
+    beta2: float = option(0.999, "Adam beta2", min=0.0, below=1.0)
+    lr_decay_start: float = option(
+        1.0, "share of the steps after which lr decays linearly to 0 (1 = never)", **UNIT_INTERVAL
+    )
+    n_critic: int = option(1, "critic steps per generator step", min=1)
+    lambda_perceptual: float = option(0.05, "lambda1, perceptual loss Eq. (4)")
+    lambda_style: float = option(120.0, "lambda2, style loss Eq. (5)")
+    lambda_pixel: float = option(1.0, "lambda3, pixel loss Eq. (6)")
+    lambda_smooth: float = option(1e-3, "lambda4, smoothness loss Eq. (7)")
+    lambda_mask: float = option(-1.0, "lambda5, weight of ||M||^2 (M = 1 keeps a pixel; negative rewards keeping)")
+    lambda_adv: float = option(1.0, "lambda6, WGAN generator term")
+    gamma: float = option(6.0, "pixel weight inside the occlusion (PConv's hole weight, the paper's ref [13])", min=0.0)
+    delta: float = option(1.0, "pixel weight outside the occlusion", min=0.0)
+    lambda_gp: float = option(10.0, "WGAN-GP gradient-penalty weight", min=0.0)
+    lambda_attr: float = option(1.0, "beta of Eq. (3), also on the generator's paired loss", min=0.0)
+    attr_divide_by_batch: bool = option(False, "divide the attribute loss by the batch size (official code)")
+    attr_on_natural: bool = option(False, "attribute loss on natural batches too (official; the paper: paired only)")
+    smooth_reduction: str = option(
+        "mean", "Eq. (7) as a mean (paper, with 1e-3) or a sum (official, with 1e-5)", choices=("mean", "sum")
+    )
+    # With the predicted split an occluder that M keeps costs only delta*|x-gt|, while lambda5*mean(M)^2 pays about
     # 2*mean(M) per kept pixel, so "keep everything" is a stable optimum; the true split charges gamma = 6x.
     # Without lambda_mask_sup the mask is learned only through x_final; no other loss compares M with the true mask.
-    pixel_mask: str = "true"
-    pixel_target: str = "final"  # Eq. (6) compares x_final (paper), x_synth (official) or "both" (summed)
-    gp_separate_step: bool = False  # official: a second Adam step on the gradient penalty alone
-    gp_critic: str = "mean"  # GP on the mean of the patch map, or its sum (official)
-    vgg_input: str = "imagenet"  # "imagenet" normalisation, or "pm1" (official feeds [-1,1] raw)
-    vgg_weights: str = ""
-    schedule: str = "linear"  # "linear" ratio ramp, "fixed" ratio, or "pretrain_finetune"
-    ratio_start: float = 10.0  # paired:natural batches at the start ...
-    ratio_end: float = 1.0  # ... and at the end of training
-    mask_threshold: float = 0.5  # for binarising 1-M (reported; the harness binarises)
-    # Direct supervision of 1-M by the known synthetic mask on paired batches (BCE + Dice). Eq. (8) has no such
-    # term and the official code never reads its masks, but the abstract trains on "paired images with known
-    # masks"; the quick CPU profile turns it on (see QUICK), the paper and official presets leave it off.
-    lambda_mask_sup: float = 0.0
-    # Share of each paired batch shown un-occluded (mask all zeros), so the supervised mask also learns to keep
-    # clean faces whole (the paper's Fig. 9 property). 0 in the paper and official presets.
-    paired_clean_share: float = 0.0
+    pixel_mask: str = option(
+        "true",
+        "hole region of Eq. (6): the true synthetic mask or the predicted 1-M (official)",
+        choices=("true", "predicted"),
+    )
+    pixel_target: str = option(
+        "final", "Eq. (6) on x_final (paper), x_synth (official) or both summed", choices=("final", "synth", "both")
+    )
+    gp_separate_step: bool = option(False, "a second Adam step on the gradient penalty alone (official)")
+    gp_critic: str = option(
+        "mean", "gradient penalty on the mean of the patch map or its sum (official)", choices=("mean", "sum")
+    )
+    vgg_input: str = option(
+        "imagenet", "VGG input normalisation: imagenet, or pm1 (official feeds [-1,1] raw)", choices=("imagenet", "pm1")
+    )
+    vgg_weights: str = option("", "local VGG-16 weights file ('' = --weights-dir or BENCH_VGG16_WEIGHTS, else random)")
+    schedule: str = option(
+        "linear",
+        "paired:natural schedule: linear ramp, fixed ratio, or pretrain_finetune",
+        choices=("linear", "fixed", "pretrain_finetune"),
+    )
+    ratio_start: float = option(10.0, "paired:natural batches at the start", min=0.0)
+    ratio_end: float = option(1.0, "paired:natural batches at the end of training", min=0.0)
+    mask_threshold: float = option(0.5, "threshold binarising 1-M (reported; the harness binarises)", **UNIT_INTERVAL)
+    # Eq. (8) has no such term and the official code never reads its masks, but the abstract trains on "paired
+    # images with known masks"; the quick CPU profile turns it on (see QUICK).
+    lambda_mask_sup: float = option(
+        0.0, "BCE + Dice supervision of 1-M by the known synthetic mask (0 = paper)", min=0.0
+    )
+    paired_clean_share: float = option(
+        0.0, "share of each paired batch shown un-occluded (mask all zeros)", **UNIT_INTERVAL
+    )
 
 
-# The authors' code (methods.md section 1) where it differs from the paper's text.
+# The authors' code (docs/methods.md section 1) where it differs from the paper's text.
 OFFICIAL = dict(
     res_blocks=6,
     lambda_smooth=1e-5,
@@ -120,37 +141,8 @@ QUICK = dict(
     paired_clean_share=0.125,
     pixel_target="both",
 )
-
-
-def resolve_config(ctx: MethodContext, default_steps: int) -> OAGANConfig:
-    """Preset, then profile, then the user's options (cast to each field's type)."""
-    preset = ctx.option("preset", "paper")
-    if preset not in ("paper", "official"):
-        raise ValueError(f"oagan: preset must be 'paper' or 'official', got {preset!r}")
-    cfg = replace(OAGANConfig(), preset=preset, total_steps=default_steps)
-    if preset == "official":
-        cfg = replace(cfg, **OFFICIAL)
-    if ctx.profile == "quick":
-        cfg = replace(cfg, **QUICK)
-    known = {f.name for f in fields(cfg)}
-    unknown = sorted(set(ctx.options) - known)
-    if unknown:
-        warnings.warn(f"oagan: ignoring unknown option(s) {unknown}; known: {sorted(known)}", stacklevel=2)
-    cfg = replace(cfg, **{f.name: ctx.option(f.name, getattr(cfg, f.name)) for f in fields(cfg)})
-    if cfg.total_steps <= 0:
-        cfg = replace(cfg, total_steps=default_steps)
-    for key, allowed in (
-        ("pixel_mask", ("true", "predicted")),
-        ("pixel_target", ("final", "synth", "both")),
-        ("gp_critic", ("mean", "sum")),
-        ("schedule", ("linear", "fixed", "pretrain_finetune")),
-        ("smooth_reduction", ("mean", "sum")),
-    ):
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"oagan: {key} must be one of {allowed}, got {getattr(cfg, key)!r}")
-    if not 0 <= cfg.paired_clean_share <= 1:
-        raise ValueError(f"oagan: paired_clean_share is a share of the batch in [0, 1], got {cfg.paired_clean_share}")
-    return cfg
+OAGANOptions.presets = {"paper": {}, "official": OFFICIAL}
+OAGANOptions.profiles = {"quick": QUICK}
 
 
 def natural_fraction(step: int, total: int, ratio_start: float, ratio_end: float) -> float:
@@ -171,7 +163,7 @@ def _natural_count(steps: int, total: int, ratio_start: float, ratio_end: float)
     return count + f1 * max(0, steps - total)
 
 
-def is_natural_step(step: int, total: int, cfg: OAGANConfig) -> bool:
+def is_natural_step(step: int, total: int, cfg: OAGANOptions) -> bool:
     """Whether ``step`` trains on a natural (unpaired) batch.
 
     ``linear``: the natural share grows linearly from 1:ratio_start to 1:ratio_end over ``total``
@@ -211,9 +203,15 @@ def _to_01(x: torch.Tensor) -> torch.Tensor:
 class OAGANMethod(Method):
     """OA-GAN (Cai et al., TIFS 2021): predicts its own mask; mask crosses the API as 1 - M."""
 
+    Options = OAGANOptions
+    # quick: 0.7-1.0 s/step on a 2-core CPU at 64 px, batch 8 -> 3.5-5 minutes. paper: the official code's
+    # ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
+    default_steps = {"quick": 300, "paper": 25_000}
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        self.cfg = resolve_config(ctx, self.default_steps())
+        self.cfg: OAGANOptions = ctx.config
+        self.total_steps = max(1, ctx.total_steps)
         self.attributes = attribute_names(tuple(ctx.attribute_names), self.cfg.preset)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
@@ -224,9 +222,6 @@ class OAGANMethod(Method):
         self.opt_D: torch.optim.Adam | None = None
         self.data: TrainData | None = None
         self.attr_columns: list[int] = []
-
-    def default_steps(self) -> int:
-        return DEFAULT_STEPS.get(self.ctx.profile, DEFAULT_STEPS["paper"])
 
     # ----------------------------------------------------------------------------------- training
     def setup_training(self, data: TrainData) -> None:
@@ -244,11 +239,11 @@ class OAGANMethod(Method):
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
 
     def _learning_rate(self, step: int) -> float:
-        cfg = self.cfg
-        start = cfg.lr_decay_start * cfg.total_steps
+        cfg, total = self.cfg, self.total_steps
+        start = cfg.lr_decay_start * total
         if step < start or cfg.lr_decay_start >= 1:
             return cfg.lr
-        return cfg.lr * max(0.0, (cfg.total_steps - step) / max(1.0, cfg.total_steps - start))
+        return cfg.lr * max(0.0, (total - step) / max(1.0, total - start))
 
     def _attrs(self, attributes: torch.Tensor) -> torch.Tensor:
         return attributes[:, self.attr_columns].to(self.ctx.device)
@@ -261,7 +256,7 @@ class OAGANMethod(Method):
             for group in opt.param_groups:
                 group["lr"] = self._learning_rate(step)
         self.G.train()
-        paired = not is_natural_step(step, cfg.total_steps, cfg)
+        paired = not is_natural_step(step, self.total_steps, cfg)
         gt = hole = None
         if paired:
             batch = self.data.paired(cfg.batch_size)
@@ -365,4 +360,4 @@ class OAGANMethod(Method):
         else:
             weights = find_vgg_weights(self.cfg.vgg_weights or None, self.ctx.weights_dir)
             vgg = {"backbone": "timm:vgg16", "weights": str(weights) if weights else "random-init(seed=0)"}
-        return {**asdict(self.cfg), "attributes": list(self.attributes), "vgg": vgg}
+        return {"attributes": list(self.attributes), "vgg": vgg}

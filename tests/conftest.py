@@ -77,18 +77,20 @@ def make_train_data():
 
 @pytest.fixture
 def make_context():
-    """``make_context(size=32, **options)`` -> MethodContext on CPU, quick profile."""
+    """``make_context(MethodClass, size=32, profile="quick", total_steps=None, **options)`` -> MethodContext on CPU,
+    the class's declared options resolved with ``options`` as the user's overrides."""
     import torch
 
-    from bench.method import MethodContext
+    from bench.method import make_context as build
 
-    def make(size: int = 32, profile: str = "quick", **options) -> MethodContext:
-        return MethodContext(
+    def make(cls, size: int = 32, profile: str = "quick", total_steps: int | None = None, **options):
+        return build(
+            cls,
             image_size=size,
             profile=profile,
             device=torch.device("cpu"),
-            seed=0,
-            options=dict(options),
+            options=(options,),
+            total_steps=total_steps,
             attribute_names=tuple("abcdefghij"),
         )
 
@@ -107,3 +109,54 @@ def fixed_paired():
         return data
 
     return make
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_plugin():
+    """``tests.tiny_plugin`` registered in this process (as an installed plugin would be), removed afterwards."""
+    from bench import plugins
+    from tests import tiny_plugin as module
+
+    plugins.reset()
+    plugins.get_manager().register(module, name="tiny")
+    yield module
+    plugins.reset()
+
+
+@pytest.fixture
+def tiny_env(tmp_path):
+    """Environment for a ``bench`` subprocess that finds ``tests.tiny_plugin`` through a real entry point."""
+    import os
+
+    site = tmp_path / "site"
+    info = site / "deocc_tiny-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: deocc_tiny\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[deocc_bench]\ntiny = tests.tiny_plugin\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture
+def bench_main(monkeypatch, capsys):
+    """``bench_main(*argv)`` runs the real console entry point in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from bench.cli import main
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["bench", *argv])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call

@@ -10,6 +10,7 @@ import torch
 
 from baselines.classical import IdentityMethod, TeleaMethod
 from bench.data.types import to_tensor, to_uint8
+from bench.options import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,22 +36,36 @@ def test_uint8_round_trip_is_exact():
 
 def test_identity_returns_input(make_context):
     img = torch.rand(2, 3, 32, 32)
-    out = IdentityMethod(make_context(32)).restore(img, None)
+    out = IdentityMethod(make_context(IdentityMethod, 32)).restore(img, None)
     assert torch.equal(out.images, img) and out.masks is None
     assert IdentityMethod.trainable is False
 
 
 def test_telea_radius_scales_with_size(make_context):
-    assert TeleaMethod(make_context(128)).radius == pytest.approx(3.0)
-    assert TeleaMethod(make_context(64)).radius == pytest.approx(1.5)
-    assert TeleaMethod(make_context(64, radius="5")).radius == pytest.approx(5.0)
+    assert TeleaMethod(make_context(TeleaMethod, 128)).radius == pytest.approx(3.0)
+    assert TeleaMethod(make_context(TeleaMethod, 64)).radius == pytest.approx(1.5)
+    assert TeleaMethod(make_context(TeleaMethod, 64, radius="5")).radius == pytest.approx(5.0)
+
+
+def test_profiles_change_nothing_and_options_are_checked(make_context):
+    """Nothing is trained, so no profile overrides an option and there is no step budget."""
+    quick, paper = (TeleaMethod(make_context(TeleaMethod, 64, profile=p)) for p in ("quick", "paper"))
+    assert quick.radius == paper.radius == pytest.approx(1.5)
+    assert TeleaMethod.steps_for("quick") == TeleaMethod.steps_for("paper") == 0
+    assert make_context(IdentityMethod, 32, profile="paper").config.as_dict() == {}
+    with pytest.raises(OptionError, match="radius=-1"):
+        make_context(TeleaMethod, 64, radius=-1)
+    with pytest.raises(OptionError, match="did you mean radius"):
+        make_context(TeleaMethod, 64, raduis=2)
+    with pytest.raises(OptionError, match="unknown option 'radius'"):  # identity has no options at all
+        make_context(IdentityMethod, 64, radius=2)
 
 
 def test_telea_fills_smooth_hole_and_keeps_known_pixels(make_context):
     clean = _smooth_image(64).repeat(2, 1, 1, 1)
     mask = torch.cat([_box_mask(64, 20, 36, 24, 40), _box_mask(64, 0, 10, 50, 64)])  # one on the border
     holed = clean * (1 - mask)  # what the harness feeds a mask-needing method
-    out = TeleaMethod(make_context(64)).restore(holed, mask)
+    out = TeleaMethod(make_context(TeleaMethod, 64)).restore(holed, mask)
     assert out.images.shape == clean.shape and out.masks is None
     assert out.images.min() >= 0 and out.images.max() <= 1
     known = mask.expand_as(clean) == 0
@@ -64,7 +79,7 @@ def test_telea_fills_smooth_hole_and_keeps_known_pixels(make_context):
 
 def test_telea_needs_a_mask(make_context):
     with pytest.raises(ValueError, match="mask"):
-        TeleaMethod(make_context(32)).restore(torch.rand(1, 3, 32, 32), None)
+        TeleaMethod(make_context(TeleaMethod, 32)).restore(torch.rand(1, 3, 32, 32), None)
 
 
 def test_plugins_register_without_importing_torch():

@@ -18,6 +18,8 @@ from baselines.csa import (
     ragan_ls,
     rough_unet,
 )
+from bench.options import OptionError
+from tests.util import check_bit_exact_resume
 
 
 def _holed_batch(size: int, n: int = 2):
@@ -91,18 +93,20 @@ def test_generators_follow_the_image_size(make_context, size):
     assert sum(isinstance(m, torch.nn.Conv2d) for m in rough.modules()) == downs
     strided = [m for m in refine.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
     assert len(strided) == downs and all(m.dilation == (2, 2) for m in strided)
-    method = CSAMethod(make_context(size, ngf=8))
+    method = CSAMethod(make_context(CSAMethod, size, ngf=8))
     images, mask = _holed_batch(size)
     out = method.restore(images, mask)
     assert out.images.shape == (2, 3, size, size) and out.masks is None
     assert 0 <= out.images.min() and out.images.max() <= 1
     assert torch.equal(out.images * (1 - mask), images * (1 - mask))
+    swapped = method.restore(images[[1, 0]], mask[[1, 0]]).images  # nothing random: per face
+    assert torch.equal(swapped, out.images[[1, 0]])
     taps = method.refine.csa_block.taps
     assert [t.shape for t in taps] == [(2, 64, size // 8, size // 8)] * 2
 
 
 def test_consistency_loss_reaches_the_generator(make_context, make_train_data):
-    method = CSAMethod(make_context(32, ngf=8))
+    method = CSAMethod(make_context(CSAMethod, 32, ngf=8))
     method.setup_training(make_train_data(32, n=4))
     images, mask = _holed_batch(32)
     mask[0, :, 8:24, 8:24] = 1  # at 32 px the 1/8 grid is 4x4: a smaller hole may not reach it
@@ -116,7 +120,7 @@ def test_consistency_loss_reaches_the_generator(make_context, make_train_data):
 
 def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_train_data, fixed_paired):
     torch.manual_seed(0)
-    ctx = make_context(32, ngf=8, ndf=8, batch_size=4, lr=1e-3)
+    ctx = make_context(CSAMethod, 32, ngf=8, ndf=8, batch_size=4, lr=1e-3)
     method = CSAMethod(ctx)
     data = fixed_paired(make_train_data(32, n=8), 4)
     method.setup_training(data)
@@ -149,6 +153,36 @@ def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_
         assert all(torch.equal(sa["state"][k]["exp_avg"], sb["state"][k]["exp_avg"]) for k in sa["state"])
     d_a, d_b = method.d_feature.state_dict(), clone.d_feature.state_dict()
     assert all(torch.equal(d_a[k], d_b[k]) for k in d_a)
+
+
+def test_quick_profile_overrides_and_paper_defaults(make_context):
+    quick = CSAMethod(make_context(CSAMethod, 32, profile="quick"))
+    paper = make_context(CSAMethod, 32, profile="paper").config  # the paper-width nets take seconds to build
+    assert (quick.ngf, quick.ndf, quick.batch_size) == (16, 16, 4)
+    assert (paper.ngf, paper.ndf, paper.batch_size) == (64, 64, 1)
+    assert quick.consistency_layer == "relu2_2"  # 8*ngf = 128 channels
+    assert quick.lr == paper.lr == 2e-4 and quick.threshold == paper.threshold == 5 / 16  # not profiled
+    assert CSAMethod.steps_for("quick") == 150 and CSAMethod.steps_for("paper") == 100_000
+
+
+def test_options_are_cast_and_checked(make_context):
+    method = CSAMethod(make_context(CSAMethod, 32, ngf="8", threshold="0.5", n_layers_d="2"))
+    assert (method.ngf, method.threshold, method.n_layers_d, method.consistency_layer) == (8, 0.5, 2, "relu1_2")
+    with pytest.raises(OptionError, match="ngf must be one of 8, 16, 32, 64"):  # 8*ngf must be a VGG layer's width
+        make_context(CSAMethod, 32, ngf=12)
+    for bad in ({"ndf": 0}, {"threshold": 2}, {"beta1": 1}, {"lambda_l1": -1}, {"n_layers_d": 0}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            make_context(CSAMethod, 32, **bad)
+    with pytest.raises(OptionError, match="did you mean gan_weight"):
+        make_context(CSAMethod, 32, gan_weigth=0.2)
+
+
+@pytest.mark.filterwarnings("ignore:CSA. no VGG-16 weights")
+def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_data, tmp_path):
+    """No state beyond networks and optimisers: the harness's saved generators make a resume exact."""
+    check_bit_exact_resume(
+        CSAMethod, dict(ngf=8, ndf=8, batch_size=2), 3, 2, tmp_path, make_context, lambda: make_train_data(32, 8)
+    )
 
 
 def test_plugin_registers_without_importing_torch():

@@ -4,13 +4,16 @@ import pytest
 import torch
 
 from baselines.gfc import GFCGenerator, GFCMethod, crop_boxes, default_fc_width, mask_boxes
+from bench.method import make_context as build_context
+from bench.options import OptionError
+from tests.util import check_bit_exact_resume
 
 SMALL = {"width": 4, "d_width": 4, "batch_size": 2}
 
 
 @pytest.mark.parametrize("size", [64, 128])
 def test_shapes_and_restore_composite(make_context, size):
-    method = GFCMethod(make_context(size, **SMALL))
+    method = GFCMethod(make_context(GFCMethod, size, **SMALL))
     x = torch.randn(2, 3, size, size)
     assert method.G(x).shape == (2, 3, size, size)
     assert method.G.fc[1].out_features == default_fc_width(size, 4)
@@ -23,6 +26,26 @@ def test_shapes_and_restore_composite(make_context, size):
     assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
     assert torch.equal(out * (1 - masks), images * (1 - masks))  # known pixels pass through exactly
     assert torch.equal(out, method.restore(images * (1 - masks), masks).images)  # seeded noise fill
+
+
+def test_restore_noise_is_per_face_not_per_batch(make_context):
+    """The hole noise a face gets (and so its result) depends on that face only: not on its batch, its
+    position, the content of its hole or what ran before (the harness resumes evaluation mid-split)."""
+    method = GFCMethod(make_context(GFCMethod, 32, **SMALL))
+    inputs = []
+    method.G.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(3, 1, 32, 32)
+    masks[:, :, 8:20, 6:18] = 1
+    together = method.restore(images, masks).images
+    torch.manual_seed(123)  # what ran before does not matter either
+    alone = method.restore(images[2:] * (1 - masks[2:]), masks[2:]).images  # hole pre-zeroed, batch of one
+    reordered = method.restore(images[[2, 0]], masks[[2, 0]]).images
+    assert torch.equal(inputs[1][0], inputs[0][2]) and torch.equal(inputs[2][0], inputs[0][2])
+    assert torch.equal(inputs[2][1], inputs[0][0])
+    assert not torch.equal(inputs[0][0] * masks[0], inputs[0][1] * masks[1])  # faces get different noise
+    assert torch.equal(reordered[0], together[2]) and torch.equal(reordered[1], together[0])
+    assert torch.allclose(alone[0], together[2], atol=1e-6)  # another batch size may take other kernels
 
 
 def test_official_fc_width():
@@ -70,7 +93,7 @@ def test_mask_boxes_and_crops():
 
 def test_reconstruction_steps_lower_the_loss(make_context, make_train_data, fixed_paired):
     torch.manual_seed(0)
-    method = GFCMethod(make_context(32, **{**SMALL, "batch_size": 4}, lr=5e-3, recon_only_fraction=1.0))
+    method = GFCMethod(make_context(GFCMethod, 32, **{**SMALL, "batch_size": 4}, lr=5e-3, recon_only_fraction=1.0))
     method.setup_training(fixed_paired(make_train_data(32, 8), 4))
     losses = [method.train_step(step)["recon"] for step in range(12)]
     assert sum(losses[-3:]) / 3 < 0.92 * sum(losses[:3]) / 3
@@ -83,23 +106,23 @@ def _parsing_file(path):
 
 
 def test_adversarial_stage_and_parsing_option(make_context, make_train_data, tmp_path):
-    method = GFCMethod(make_context(32, **SMALL, recon_only_fraction=0.0))
+    method = GFCMethod(make_context(GFCMethod, 32, **SMALL, recon_only_fraction=0.0))
     assert method.info()["parsing_loss"] == "off (no parsing model file)"
     method.setup_training(make_train_data(32, 8))
     logs = method.train_step(0)
     assert {"d_loss", "local_adv", "global_adv"} <= logs.keys() and "parsing" not in logs
     with_parsing = GFCMethod(
-        make_context(32, **SMALL, recon_only_fraction=0.0, parsing_model=_parsing_file(tmp_path / "p.pt"))
+        make_context(GFCMethod, 32, **SMALL, recon_only_fraction=0.0, parsing_model=_parsing_file(tmp_path / "p.pt"))
     )
     with_parsing.setup_training(make_train_data(32, 8))
     logs = with_parsing.train_step(0)
     assert logs["parsing"] > 0 and with_parsing.info()["parsing_loss"].startswith("on")
     with pytest.raises(FileNotFoundError):
-        GFCMethod(make_context(32, **SMALL, parsing_model=str(tmp_path / "missing.pt"))).setup_training(None)
+        GFCMethod(make_context(GFCMethod, 32, **SMALL, parsing_model=str(tmp_path / "missing.pt"))).setup_training(None)
 
 
 def test_checkpoint_round_trip(make_context, make_train_data):
-    ctx = make_context(32, **SMALL, recon_only_fraction=0.0)
+    ctx = make_context(GFCMethod, 32, **SMALL, recon_only_fraction=0.0)
     method = GFCMethod(ctx)
     method.setup_training(make_train_data(32, 8))
     method.train_step(0)
@@ -118,3 +141,38 @@ def test_checkpoint_round_trip(make_context, make_train_data):
     images, masks = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
     masks[:, :, 8:20, 8:20] = 1
     assert torch.equal(method.restore(images, masks).images, clone.restore(images, masks).images)
+
+
+def test_quick_profile_overrides_and_paper_defaults(make_context):
+    quick = GFCMethod(make_context(GFCMethod, 64, profile="quick"))
+    paper = GFCMethod(make_context(GFCMethod, 64, profile="paper"))
+    assert (quick.width, quick.d_width, quick.batch_size) == (8, 16, 8)
+    assert (paper.width, paper.d_width, paper.batch_size) == (32, 64, 2)
+    assert quick.lr_g == paper.lr_g == 1e-4 and quick.patch_size == paper.patch_size == 32  # not profiled
+    assert paper.fc_width == default_fc_width(64, 32) == 1024 and quick.fc_width == default_fc_width(64, 8) == 256
+    assert (quick.total_steps, paper.total_steps) == (220, 100_000)  # the budget comes from the context
+    assert paper.adversarial_start() == 30_000
+
+
+def test_options_are_cast_and_checked(make_context):
+    method = GFCMethod(make_context(GFCMethod, 32, total_steps=10, width="4", fc_width="24", recon_only_fraction="0.5"))
+    assert (method.width, method.fc_width, method.adversarial_start()) == (4, 24, 5)
+    assert method.G.fc[1].out_features == 24
+    for bad in ({"width": 0}, {"recon_only_fraction": 1.5}, {"beta1": 1.0}, {"lr": -1}, {"patch_size": 8}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            make_context(GFCMethod, 32, **bad)
+    with pytest.raises(OptionError, match="not a valid int"):
+        make_context(GFCMethod, 32, width="wide")
+    with pytest.raises(OptionError, match="did you mean lr_d"):
+        make_context(GFCMethod, 32, lr_dd=1e-4)
+    with pytest.raises(OptionError, match="unknown option 'total_steps'"):  # the budget is the harness's
+        build_context(
+            GFCMethod, image_size=32, profile="quick", device=torch.device("cpu"), options=({"total_steps": 9},)
+        )
+
+
+def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_data, tmp_path):
+    """Resumed inside the adversarial stage (steps 2-3 of 4): same networks and optimisers as one run."""
+    check_bit_exact_resume(
+        GFCMethod, {**SMALL, "recon_only_fraction": 0.5}, 4, 3, tmp_path, make_context, lambda: make_train_data(32, 8)
+    )

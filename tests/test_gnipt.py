@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from baselines.gnipt import ContextualAttention, GnIptMethod, spatial_discount
+from bench.options import OptionError
+from tests.util import check_bit_exact_resume
 
 SMALL = {"width": 4, "d_width": 4, "batch_size": 2, "d_steps": 1}
 
 
 @pytest.mark.parametrize("size", [64, 128])
 def test_shapes_and_restore_composite(make_context, size):
-    method = GnIptMethod(make_context(size, **SMALL))
+    method = GnIptMethod(make_context(GnIptMethod, size, **SMALL))
     hole = torch.zeros(2, 1, size, size)
     hole[:, :, size // 4 : size // 2, size // 3 : size // 2 + 5] = 1
     x1, x2 = method.G(torch.rand(2, 3, size, size) * (1 - hole), hole)
@@ -22,6 +24,8 @@ def test_shapes_and_restore_composite(make_context, size):
     out = method.restore(images * (1 - hole), hole).images
     assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
     assert torch.equal(out * (1 - hole), images * (1 - hole))
+    swapped = method.restore((images * (1 - hole))[[1, 0]], hole[[1, 0]]).images  # nothing random: per face
+    assert torch.equal(swapped, out[[1, 0]])
 
 
 def test_contextual_attention_copies_the_matching_known_patch():
@@ -60,14 +64,16 @@ def test_spatial_discount_hand_case():
 
 def test_reconstruction_steps_lower_the_loss(make_context, make_train_data, fixed_paired):
     torch.manual_seed(0)
-    method = GnIptMethod(make_context(32, **{**SMALL, "batch_size": 4, "d_steps": 0}, lr=1e-3, gan_loss_alpha=0.0))
+    method = GnIptMethod(
+        make_context(GnIptMethod, 32, **{**SMALL, "batch_size": 4, "d_steps": 0}, lr=1e-3, gan_loss_alpha=0.0)
+    )
     method.setup_training(fixed_paired(make_train_data(32, 8), 4))
     losses = [(lambda logs: logs["l1"] + logs["ae"])(method.train_step(step)) for step in range(10)]
     assert sum(losses[-3:]) / 3 < 0.92 * sum(losses[:3]) / 3
 
 
 def test_checkpoint_round_trip(make_context, make_train_data):
-    ctx = make_context(32, **SMALL)
+    ctx = make_context(GnIptMethod, 32, **SMALL)
     method = GnIptMethod(ctx)
     method.setup_training(make_train_data(32, 8))
     logs = method.train_step(0)
@@ -86,3 +92,30 @@ def test_checkpoint_round_trip(make_context, make_train_data):
     images, hole = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
     hole[:, :, 8:20, 8:20] = 1
     assert torch.equal(method.restore(images, hole).images, clone.restore(images, hole).images)
+
+
+def test_quick_profile_overrides_and_paper_defaults(make_context):
+    quick = GnIptMethod(make_context(GnIptMethod, 64, profile="quick"))
+    paper = GnIptMethod(make_context(GnIptMethod, 64, profile="paper"))
+    assert (quick.width, quick.d_width, quick.batch_size, quick.d_steps) == (8, 16, 4, 1)
+    assert (paper.width, paper.d_width, paper.batch_size, paper.d_steps) == (32, 64, 16, 5)
+    assert quick.lr == paper.lr == 1e-4 and quick.patch_size == paper.patch_size == 32  # not profiled
+    assert GnIptMethod.steps_for("quick") == 160 and GnIptMethod.steps_for("paper") == 100_000
+
+
+def test_options_are_cast_and_checked(make_context):
+    method = GnIptMethod(make_context(GnIptMethod, 32, **SMALL, patch_size="16", attention_softmax_scale="5"))
+    assert method.patch_size == 16 and method.G.attention.scale == 5.0
+    for bad in ({"width": 1}, {"d_steps": -1}, {"spatial_discount_gamma": 1.1}, {"beta2": 1.0}, {"lr": -1e-4}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            make_context(GnIptMethod, 32, **bad)
+    with pytest.raises(OptionError, match="did you mean d_width"):
+        make_context(GnIptMethod, 32, d_widht=8)
+    for key, value in (("attention_ksize", 4), ("attention_fuse_k", 2), ("attention_rate", 3)):
+        with pytest.raises(ValueError, match=f"gnipt: option {key}"):
+            GnIptMethod(make_context(GnIptMethod, 32, **SMALL, **{key: value}))
+
+
+def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_data, tmp_path):
+    """The critics' gradient penalty draws from the global generator, which the harness saves."""
+    check_bit_exact_resume(GnIptMethod, SMALL, 3, 2, tmp_path, make_context, lambda: make_train_data(32, 8))

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES
-from bench.training import Budget, fit, load_checkpoint
 from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import OAGANGenerator, TwoPathGenerator
-from oagan.method import OAGANConfig, OAGANMethod, is_natural_step, natural_fraction
+from oagan.method import OAGANMethod, OAGANOptions, is_natural_step, natural_fraction
+from tests.util import check_bit_exact_resume
 
 TINY = dict(width=8, d_width=8, batch_size=2)
 NO_VGG = dict(TINY, lambda_perceptual=0, lambda_style=0)  # building VGG-16 costs seconds
@@ -126,9 +126,8 @@ def test_losses_against_hand_computed_values():
 
 
 def test_ratio_schedule_ramps_from_10_to_1_to_1_to_1():
-    cfg, total = OAGANConfig(), 1100
+    cfg, total = OAGANOptions(), 1100
     natural = [is_natural_step(s, total, cfg) for s in range(total)]
-    assert natural == [is_natural_step(s, total, cfg) for s in range(total)]  # deterministic
     assert natural_fraction(0, total, 10, 1) == pytest.approx(1 / 11)
     assert natural_fraction(total - 1, total, 10, 1) == pytest.approx(1 / 2)
     assert sum(natural[:11]) == 1 and natural[10]
@@ -143,10 +142,18 @@ def test_ratio_schedule_ramps_from_10_to_1_to_1_to_1():
 
 
 def test_presets_options_and_info(make_context):
-    from bench.method import MethodContext
+    from bench.method import make_context as build
+    from bench.options import OptionError
 
-    def ctx(**options):
-        return MethodContext(32, "quick", torch.device("cpu"), 0, dict(options), attribute_names=PAPER_ATTRIBUTES)
+    def ctx(profile="quick", **options):
+        return build(
+            OAGANMethod,
+            image_size=32,
+            profile=profile,
+            device=torch.device("cpu"),
+            options=(options,),
+            attribute_names=PAPER_ATTRIBUTES,
+        )
 
     paper = OAGANMethod(ctx(width="8", d_width="8", lambda_style="0"))
     assert paper.cfg.res_blocks == 3 and paper.cfg.lambda_style == 0.0 and paper.cfg.width == 8
@@ -154,17 +161,22 @@ def test_presets_options_and_info(make_context):
     official = OAGANMethod(ctx(preset="official", width=8, d_width=8))
     assert official.cfg.res_blocks == 6 and official.cfg.n_critic == 5 and official.cfg.smooth_reduction == "sum"
     assert official.attributes == OFFICIAL_ATTRIBUTES and official.D.attr_head.out_channels == 7
-    info = official.info()
-    assert info["preset"] == "official" and "weights" in info["vgg"]
-    with pytest.raises(ValueError, match="pixel_mask"):
-        OAGANMethod(make_context(32, pixel_mask="oracle"))
-    with pytest.raises(ValueError, match="paired_clean_share"):
-        OAGANMethod(make_context(32, paired_clean_share=8))
+    assert official.cfg.preset == "official" and "weights" in official.info()["vgg"]
+    # the quick profile sits above the preset, the user's values above both
+    assert official.cfg.width == 8 and official.cfg.lr == 3e-4 and official.cfg.lambda_smooth == 1e-5
+    with pytest.raises(OptionError, match="pixel_mask must be one of true, predicted"):
+        make_context(OAGANMethod, 32, pixel_mask="oracle")
+    with pytest.raises(OptionError, match=r"paired_clean_share=8.0 is out of range \[0.0, 1.0\]"):
+        make_context(OAGANMethod, 32, paired_clean_share=8)
+    with pytest.raises(OptionError, match="did you mean lambda_mask"):
+        make_context(OAGANMethod, 32, lamda_mask=1)
+    with pytest.raises(OptionError, match="preset must be one of paper, official"):
+        make_context(OAGANMethod, 32, preset="authors")
     # the CPU profile adds mask supervision and a smaller critic term; the paper profile keeps Eq. (8) as written
     quick = OAGANMethod(ctx(width=8, d_width=8)).cfg
     assert quick.lambda_mask_sup == 10 and quick.lambda_adv == 0.01 and quick.pixel_target == "both"
     assert quick.paired_clean_share == 0.125 and quick.lr_decay_start == 0.5 and quick.lambda_mask == -10
-    full = OAGANMethod(MethodContext(32, "paper", torch.device("cpu"), 0, {"width": 8, "d_width": 8}, PAPER_ATTRIBUTES))
+    full = OAGANMethod(ctx("paper", width=8, d_width=8))
     assert full.cfg.lambda_mask_sup == 0 and full.cfg.lambda_adv == 1 and full.cfg.lr == 1e-4
     assert full.cfg.paired_clean_share == 0 and full.cfg.pixel_target == "final"
 
@@ -191,7 +203,7 @@ def test_training_steps_lower_the_paired_loss(make_context, make_train_data, fix
     # every step paired (pretrain half of a long schedule); no VGG (slow to build) and no critic term, so the
     # objective is the reconstruction of Eq. (8) on one fixed batch
     options = {**NO_VGG, "batch_size": 4, "lr": 1e-3, "lambda_adv": 0, "schedule": "pretrain_finetune"}
-    method = OAGANMethod(make_context(32, **options, total_steps=1000))
+    method = OAGANMethod(make_context(OAGANMethod, 32, **options, total_steps=1000))
     method.setup_training(data)
     fixed = data.paired(4)
     before = _paired_loss(method, fixed)
@@ -209,7 +221,7 @@ def test_paired_clean_share_and_pixel_loss_on_both_outputs(make_context, make_tr
     data = fixed_paired(make_train_data(size=32, n=8), 4)
     batch = data.paired(4)
     options = {**NO_VGG, "batch_size": 4, "paired_clean_share": 0.5, "lambda_mask_sup": 1.0, "pixel_target": "both"}
-    method = OAGANMethod(make_context(32, **options))
+    method = OAGANMethod(make_context(OAGANMethod, 32, **options))
     method.setup_training(data)
     seen = {}
 
@@ -224,7 +236,7 @@ def test_paired_clean_share_and_pixel_loss_on_both_outputs(make_context, make_tr
         return supervise(keep, hole)
 
     monkeypatch.setattr(L, "mask_supervision", recording)
-    assert not is_natural_step(0, method.cfg.total_steps, method.cfg)
+    assert not is_natural_step(0, method.total_steps, method.cfg)
     losses = method.train_step(0)
     assert torch.equal(seen["x"][:2], batch.clean[:2] * 2 - 1)
     assert torch.equal(seen["x"][2:], batch.occluded[2:] * 2 - 1)
@@ -237,13 +249,15 @@ def test_paired_clean_share_and_pixel_loss_on_both_outputs(make_context, make_tr
 
 def test_official_preset_and_two_path_steps_run(make_context, make_train_data):
     data = make_train_data(size=32, n=8)
-    official = OAGANMethod(make_context(32, **TINY, preset="official", res_blocks=1))
+    official = OAGANMethod(make_context(OAGANMethod, 32, **TINY, preset="official", res_blocks=1))
     official.setup_training(data)
     first, second = official.train_step(0), official.train_step(1)  # step 0: paired, with VGG losses
     assert {"g_perceptual", "g_style", "g_pixel", "g_total"} <= set(first)
     assert all(torch.isfinite(torch.tensor(v)) for v in first.values())
     assert "g_total" not in second and "d_gp" in second  # generator every 5 critic steps
-    two_path = OAGANMethod(make_context(32, **NO_VGG, generator="two_path", schedule="fixed", ratio_start=0))
+    two_path = OAGANMethod(
+        make_context(OAGANMethod, 32, **NO_VGG, generator="two_path", schedule="fixed", ratio_start=0)
+    )
     two_path.setup_training(data)
     losses = two_path.train_step(0)  # ratio 0:1, i.e. a natural batch: Eq. (9) only
     assert {"g_adv", "g_smooth", "g_mask"} <= set(losses) and "g_pixel" not in losses and "g_attr" not in losses
@@ -251,7 +265,7 @@ def test_official_preset_and_two_path_steps_run(make_context, make_train_data):
 
 def test_checkpoint_round_trip(make_context, make_train_data):
     data = make_train_data(size=32, n=8)
-    a = OAGANMethod(make_context(32, **NO_VGG))
+    a = OAGANMethod(make_context(OAGANMethod, 32, **NO_VGG))
     a.setup_training(data)
     for step in range(2):
         a.train_step(step)
@@ -259,7 +273,7 @@ def test_checkpoint_round_trip(make_context, make_train_data):
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    b = OAGANMethod(replace(make_context(32, **NO_VGG), seed=1))
+    b = OAGANMethod(replace(make_context(OAGANMethod, 32, **NO_VGG), seed=1))
     b.setup_training(data)
     b.load_state_dict(state)
     x = data.paired(2).occluded
@@ -269,14 +283,7 @@ def test_checkpoint_round_trip(make_context, make_train_data):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 
-def test_fit_resumes_after_a_kill(make_context, make_train_data, tmp_path):
-    data = make_train_data(size=32, n=8)
-    first = fit(OAGANMethod(make_context(32, **NO_VGG)), data, Budget(2), tmp_path, checkpoint_every=1)
-    assert first.steps == 2 and first.resumed_from == 0
-    saved = load_checkpoint(tmp_path / "last.pt")
-    fresh = OAGANMethod(make_context(32, **NO_VGG))
-    assert not torch.equal(
-        fresh.G.state_dict()["completion.to_rgb.0.weight"], saved["method"]["G"]["completion.to_rgb.0.weight"]
-    )
-    again = fit(fresh, data, Budget(3), tmp_path)
-    assert again.resumed_from == 2 and again.steps == 3 and load_checkpoint(tmp_path / "last.pt")["step"] == 3
+def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_data, tmp_path):
+    """Paired and natural steps, critic and generator updates, the lr decay: a resume changes none of them."""
+    options = {**NO_VGG, "lr_decay_start": 0.5, "schedule": "fixed", "ratio_start": 1.0}
+    check_bit_exact_resume(OAGANMethod, options, 4, 2, tmp_path, make_context, lambda: make_train_data(size=32, n=8))

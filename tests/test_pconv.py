@@ -11,6 +11,8 @@ from torch import nn
 
 import baselines.pconv
 from baselines.pconv import PartialConv2d, PConvMethod, PConvUNet, dilated_hole_tv
+from bench.options import OptionError
+from tests.util import check_bit_exact_resume
 
 
 class _TinyFeatures(nn.Module):
@@ -94,7 +96,7 @@ def test_dilated_hole_tv_only_counts_the_dilated_hole():
 
 @pytest.mark.parametrize("size, layers", [(64, 6), (128, 7)])
 def test_unet_depth_and_restore_shapes(make_context, size, layers):
-    method = PConvMethod(make_context(size, width=4))
+    method = PConvMethod(make_context(PConvMethod, size, width=4))
     assert len(method.net.encoder) == layers
     assert [m.conv.kernel_size[0] for m in method.net.encoder[:4]] == [7, 5, 5, 3]
     assert method.net.encoder[0].bn is None and method.net.decoder[0].bn is None
@@ -104,6 +106,8 @@ def test_unet_depth_and_restore_shapes(make_context, size, layers):
     assert 0 <= out.images.min() and out.images.max() <= 1
     assert torch.equal(out.images * (1 - mask), images * (1 - mask))  # known pixels kept exactly
     assert (out.images * mask).abs().sum() > 0  # the hole was filled
+    swapped = method.restore(images[[1, 0]], mask[[1, 0]]).images  # nothing random: per face
+    assert torch.equal(swapped, out.images[[1, 0]])
 
 
 def test_unet_ignores_hole_content():
@@ -116,7 +120,7 @@ def test_unet_ignores_hole_content():
 
 
 def test_finetune_phase_freezes_encoder_bn(make_context, make_train_data):
-    method = PConvMethod(make_context(32, width=4, batch_size=2, total_steps=4, finetune_fraction=0.5))
+    method = PConvMethod(make_context(PConvMethod, 32, total_steps=4, width=4, batch_size=2, finetune_fraction=0.5))
     method.setup_training(make_train_data(32, n=4))
     method.train_step(0)
     assert method.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
@@ -132,7 +136,7 @@ def test_finetune_phase_freezes_encoder_bn(make_context, make_train_data):
 
 def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_train_data, fixed_paired):
     torch.manual_seed(0)
-    ctx = make_context(32, width=8, batch_size=4, lr=1e-3)
+    ctx = make_context(PConvMethod, 32, width=8, batch_size=4, lr=1e-3)
     method = PConvMethod(ctx)
     data = fixed_paired(make_train_data(32, n=8), 4)
     method.setup_training(data)
@@ -162,6 +166,37 @@ def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_
     a, b = method.optimizer.state_dict(), clone.optimizer.state_dict()
     assert a["param_groups"] == b["param_groups"]
     assert all(torch.equal(a["state"][k]["exp_avg"], b["state"][k]["exp_avg"]) for k in a["state"])
+
+
+def test_quick_profile_overrides_and_paper_defaults(make_context):
+    quick = PConvMethod(make_context(PConvMethod, 64, profile="quick"))
+    paper = PConvMethod(make_context(PConvMethod, 64, profile="paper"))
+    assert (quick.width, quick.batch_size) == (16, 4) and (paper.width, paper.batch_size) == (64, 6)
+    assert quick.layers == paper.layers == 6 and quick.lr == paper.lr == 2e-4  # not profiled
+    assert (quick.total_steps, paper.total_steps) == (150, 100_000)
+    assert paper.finetune_start() == 75_000
+
+
+def test_options_are_cast_and_checked(make_context):
+    method = PConvMethod(make_context(PConvMethod, 64, total_steps=8, width="4", layers="3", finetune_fraction="0.5"))
+    assert (method.layers, len(method.net.encoder), method.finetune_start()) == (3, 3, 4)
+    for bad in ({"width": 0}, {"layers": 0}, {"finetune_fraction": -0.1}, {"lambda_style": -1}, {"lr_finetune": -1}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            make_context(PConvMethod, 32, **bad)
+    with pytest.raises(OptionError, match="did you mean lambda_hole"):
+        make_context(PConvMethod, 32, lambda_holes=6)
+    with pytest.raises(ValueError, match="pconv: option layers=6"):
+        PConvMethod(make_context(PConvMethod, 32, width=4, layers=6))
+    with pytest.raises(ValueError, match="power-of-two"):
+        PConvMethod(make_context(PConvMethod, 48, width=4))
+
+
+def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_data, tmp_path):
+    """Resumed inside the fine-tuning phase (steps 2-3 of 4): the phase follows from the step index, so the
+    resumed run freezes the encoder BN and lowers the lr exactly as the uninterrupted one did."""
+    options = dict(width=4, batch_size=2, finetune_fraction=0.5)
+    method = check_bit_exact_resume(PConvMethod, options, 4, 3, tmp_path, make_context, lambda: make_train_data(32, 8))
+    assert method.net.freeze_encoder_bn and method.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
 
 
 def test_plugin_registers_without_importing_torch():

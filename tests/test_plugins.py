@@ -95,12 +95,13 @@ def test_in_process_registration_and_unknown_method_hint():
 
         @hookimpl
         def register_methods(self, register):
-            register(MethodSpec(name="extra_identity", factory="baselines.classical:Identity", summary="x"))
+            register(MethodSpec(name="extra_identity", factory="baselines.classical:IdentityMethod", summary="x"))
 
     pm.register(Extra(), name="undo-extra")
     try:
         reg = plugins.registry()
-        assert reg.get("extra_identity").plugin == "undo-extra"
+        spec = reg.get("extra_identity")
+        assert spec.plugin == "undo-extra" and spec.load().__name__ == "IdentityMethod"
         with pytest.raises(KeyError, match="did you mean extra_identity"):
             reg.get("extra_identiti")
     finally:
@@ -121,18 +122,75 @@ def test_typo_in_hook_name_is_caught():
         plugins.collect(pm, [])
 
 
-def test_duplicate_method_names_are_an_error():
-    pm = plugins.make_manager()
-
-    class Twice:
+def _plugin(name: str, *specs: MethodSpec):
+    class Plugin:
         @hookimpl
         def register_methods(self, register):
-            register(MethodSpec(name="x", factory="a:b", summary=""))
-            register(MethodSpec(name="x", factory="a:b", summary=""))
+            for spec in specs:
+                register(spec)
 
-    pm.register(Twice(), name="twice")
-    with pytest.raises(plugins.PluginError, match="registered twice"):
+    Plugin.__name__ = name
+    return Plugin()
+
+
+def test_two_plugins_registering_one_name_is_one_line_naming_both(monkeypatch):
+    pm = plugins.make_manager()
+    spec = MethodSpec(name="x", factory="baselines.classical:IdentityMethod", summary="")
+    pm.register(_plugin("a", spec, MethodSpec(name="y", factory="a:b", summary="")), name="first")
+    pm.register(_plugin("b", spec), name="second")
+    reg = plugins.collect(pm, [])
+    assert "y" in reg.methods and "x" not in reg.methods  # the rest of both plugins stays usable
+    errors = {p.name: p.error for p in reg.plugins}
+    assert "registered by both first and second" in errors["first"] and errors["first"] == errors["second"]
+    with pytest.raises(KeyError, match=r"'x' is registered by several plugins \(first, second\)"):
+        reg.get("x")
+    monkeypatch.setenv("DEOCC_STRICT_PLUGINS", "1")
+    with pytest.raises(plugins.PluginError, match="registered by both first and second"):
         plugins.collect(pm, [])
+
+
+@pytest.mark.parametrize("name", ["a/b", "A", "x:", ":x", "x:y:z", "x y", "1x", "x@gt", "../x", ""])
+def test_method_names_follow_one_grammar(name):
+    with pytest.raises(ValueError, match="is not valid: use 'name' or 'name:variant'"):
+        MethodSpec(name=name, factory="a:b", summary="")
+
+
+def test_variants_name_what_they_ablate():
+    assert MethodSpec(name="oagan:no_style", factory="a:b", summary="").variant_of == "oagan"
+    assert MethodSpec(name="oagan", factory="a:b", summary="").variant_of == ""
+    with pytest.raises(ValueError, match="a variant of 'pconv' is named pconv:"):
+        MethodSpec(name="oagan:x", factory="a:b", summary="", variant_of="pconv")
+
+
+FAST = {"yeh": {"iterations": 2, "candidates": 1}}  # Yeh et al.'s search: a short one is enough to check the path
+
+
+def test_every_registered_factory_builds_and_restores_on_cpu():
+    """Each built-in method as the harness builds it (declared options, quick profile, 64 px): it restores a face."""
+    import torch
+
+    from bench.method import make_context
+
+    plugins.reset()
+    reg = plugins.registry()
+    assert not [p for p in reg.plugins if p.error]
+    x, m = torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
+    m[..., 20:40, 16:48] = 1
+    for name, spec in sorted(reg.methods.items()):
+        cls = spec.load()
+        ctx = make_context(
+            cls,
+            image_size=64,
+            profile="quick",
+            device=torch.device("cpu"),
+            options=(spec.options, FAST.get(name, {})),
+            name=name,
+            attribute_names=tuple(f"a{i}" for i in range(10)),
+        )
+        method = cls(ctx)
+        out = method.restore(x * (1 - m) if spec.needs_mask else x, m if spec.needs_mask else None)
+        assert out.images.shape == x.shape and torch.isfinite(out.images).all(), name
+        assert (out.masks is not None) == spec.predicts_mask, name
 
 
 def test_bench_list_imports_no_torch():

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
-from bench.runstore import RunStore, read_png, summarize, write_png
+from bench.io import read_png, write_png
+from bench.runstore import RunStore, summarize
 from bench.training import save_checkpoint
 
 
@@ -49,3 +51,15 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         pass
     assert torch.load(path, weights_only=True)["w"].tolist() == [1.0, 1.0]  # last good one kept
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_damaged_row_fails_loudly_and_a_run_repairs_it(tmp_path):
+    store = RunStore(tmp_path)
+    store.append_rows("m", [{"split": "s", "sample": c, "psnr": 1.0} for c in "abc"])
+    path = store.metrics_path("m")
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + '{"split": "s", "samp\n' + lines[2] + lines[0])
+    with pytest.raises(ValueError, match=r"m.jsonl:2 is a damaged metrics row; run the same `bench run` again"):
+        store.read_rows("m")
+    assert store.repair_rows("m") == 2  # the damaged line and the repeated row
+    assert [r["sample"] for r in store.read_rows("m")] == ["a", "c"]  # b is recomputed by the run

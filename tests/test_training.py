@@ -1,21 +1,25 @@
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 
 from bench.method import Method, MethodContext, Restoration
-from bench.training import Budget, TrainingDiverged, fit, load_checkpoint
+from bench.training import Budget, TrainingDiverged, fit, load_checkpoint, seed_everything
 
 
 class Tiny(Method):
-    """A one-parameter regression: loss falls as training proceeds; ``nan_at`` injects a divergence."""
+    """A one-parameter regression: loss falls as training proceeds; ``nan_at`` injects a divergence and
+    ``kill_at`` a crash. Each step reads every random generator the harness must carry across a resume."""
 
     batch_size = 4
 
-    def __init__(self, ctx: MethodContext, nan_at: int | None = None) -> None:
+    def __init__(self, ctx: MethodContext, nan_at: int | None = None, kill_at: int | None = None) -> None:
         super().__init__(ctx)
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.nan_at = nan_at
+        self.kill_at = kill_at
         self.steps_run: list[int] = []
 
     def setup_training(self, data) -> None:
@@ -23,9 +27,12 @@ class Tiny(Method):
         self.opt = torch.optim.Adam([self.w], lr=0.05)
 
     def train_step(self, step: int) -> dict[str, float]:
+        if step == self.kill_at:
+            raise KeyboardInterrupt
         self.steps_run.append(step)
         batch = self.data.clean_batch(self.batch_size)
-        loss = ((batch.images.mean() + self.w - 1.0) ** 2).mean()
+        noise = 0.01 * (torch.randn(1) + float(np.random.standard_normal()) + random.gauss(0, 1))
+        loss = ((batch.images.mean() + self.w + noise - 1.0) ** 2).mean()
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
@@ -45,27 +52,43 @@ class Tiny(Method):
 
 def test_fit_trains_and_resumes_after_a_kill(tmp_path, make_train_data, make_context):
     data = make_train_data()
-    first = Tiny(make_context())
+    first = Tiny(make_context(Method))
     r1 = fit(first, data, Budget(steps=20), tmp_path, checkpoint_every=10)
     assert r1.steps == 20 and r1.resumed_from == 0
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 20
     # "kill" = a new process: a fresh method object continues from the checkpoint, not from scratch
-    second = Tiny(make_context())
+    second = Tiny(make_context(Method))
     r2 = fit(second, data, Budget(steps=30), tmp_path, checkpoint_every=10)
     assert r2.resumed_from == 20 and second.steps_run == list(range(20, 30))
     assert second.w.item() != 0.0 and r2.last_losses["loss"] < 0.5
 
 
+def test_kill_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, make_train_data, make_context):
+    def train(folder, kill_at=None):
+        seed_everything(0)  # what the runner does before building a method, in every process
+        method = Tiny(make_context(Method), kill_at=kill_at)
+        result = fit(method, make_train_data(), Budget(steps=30), folder, checkpoint_every=10)
+        return method, result
+
+    whole, whole_result = train(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", kill_at=25)  # killed after the checkpoint of step 20
+    resumed, result = train(tmp_path / "b")  # a new process: fresh objects, fresh data sampler, reseeded
+    assert result.resumed_from == 20 and resumed.steps_run == list(range(20, 30))
+    assert torch.equal(resumed.w, whole.w)
+    assert result.last_losses == whole_result.last_losses
+
+
 def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, make_train_data, make_context):
-    method = Tiny(make_context(), nan_at=13)
+    method = Tiny(make_context(Method), nan_at=13)
     with pytest.raises(TrainingDiverged, match=r"loss 'loss' became nan at step 13; last good checkpoint kept"):
         fit(method, make_train_data(), Budget(steps=40), tmp_path, checkpoint_every=5)
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
 
 
 def test_time_budget_stops_early_and_saves(tmp_path, make_train_data, make_context):
-    result = fit(Tiny(make_context()), make_train_data(), Budget(steps=10**6, seconds=0.3), tmp_path)
-    assert result.stopped_by_time and 0 < result.steps < 10**6
+    result = fit(Tiny(make_context(Method)), make_train_data(), Budget(steps=10**6, seconds=0.3), tmp_path)
+    assert result.stopped_by_time and 0 < result.steps < 10**6 and not result.finished
     assert load_checkpoint(tmp_path / "last.pt")["step"] == result.steps
 
 

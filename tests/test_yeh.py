@@ -12,7 +12,9 @@ from baselines.yeh import (
     poisson_blend,
     search_latents,
 )
+from bench.options import OptionError
 from bench.training import load_checkpoint, save_checkpoint
+from tests.util import check_bit_exact_resume
 
 TINY = dict(width=4, batch_size=8, iterations=3, candidates=2)
 
@@ -58,7 +60,7 @@ def test_context_weights_hand_computed():
 
 def test_a_few_dcgan_steps_train_d_and_move_g(make_context, make_train_data):
     torch.manual_seed(0)
-    method = YehMethod(make_context(32, **(TINY | {"width": 8})))
+    method = YehMethod(make_context(YehMethod, 32, **(TINY | {"width": 8})))
     method.setup_training(make_train_data(32, 16))
     before = [p.detach().clone() for p in method.generator.parameters()]
     losses = [method.train_step(i) for i in range(6)]
@@ -91,7 +93,7 @@ def test_latent_search_lowers_the_context_loss():
 
 @pytest.mark.parametrize("blend", ["alpha", "poisson"])
 def test_restore_keeps_known_pixels_exactly(make_context, blend):
-    method = YehMethod(make_context(32, **TINY, blend=blend))
+    method = YehMethod(make_context(YehMethod, 32, **TINY, blend=blend))
     images, mask = _holed_batch(32)
     with torch.no_grad():
         out = method.restore(images, mask)
@@ -127,7 +129,7 @@ def test_poisson_blend_hand_computed_cases():
 
 def test_checkpoint_round_trip_restores_networks_and_optimisers(make_context, make_train_data, tmp_path):
     torch.manual_seed(0)
-    ctx = make_context(32, **TINY)
+    ctx = make_context(YehMethod, 32, **TINY)
     data = make_train_data(32, 16)
     first = YehMethod(ctx)
     first.setup_training(data)
@@ -148,10 +150,59 @@ def test_checkpoint_round_trip_restores_networks_and_optimisers(make_context, ma
 
 def test_options_reach_the_search(make_context):
     opts = dict(iterations="7", candidates="3", z_lr="0.1", lambda_p="0.2", window="15")  # CLI strings
-    method = YehMethod(make_context(32, **opts))
+    method = YehMethod(make_context(YehMethod, 32, **opts))
     assert method.search == SearchConfig(7, 3, 0.1, 0.2, 15, "paper")
-    assert YehMethod(make_context(64, profile="paper")).search.iterations == 1500
-    with pytest.raises(ValueError, match="odd"):
-        YehMethod(make_context(32, window=6))
-    with pytest.raises(ValueError, match="blend"):
-        YehMethod(make_context(32, blend="feather"))
+    with pytest.raises(ValueError, match="yeh: option window must be odd"):
+        YehMethod(make_context(YehMethod, 32, window=6))
+    with pytest.raises(OptionError, match="blend must be one of alpha, poisson"):
+        make_context(YehMethod, 32, blend="feather")
+    for bad in ({"weighting": "bogus"}, {"candidates": 0}, {"iterations": -1}, {"beta1": 1.0}, {"z_dim": 0}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            make_context(YehMethod, 32, **bad)
+    with pytest.raises(OptionError, match="did you mean iterations"):
+        make_context(YehMethod, 32, iteration=5)
+
+
+def test_quick_profile_overrides_and_paper_defaults(make_context):
+    quick = YehMethod(make_context(YehMethod, 64, profile="quick"))
+    paper = YehMethod(make_context(YehMethod, 64, profile="paper"))
+    assert (quick.width, quick.batch_size, quick.search.iterations, quick.search.candidates) == (16, 32, 100, 4)
+    assert (paper.width, paper.batch_size, paper.search.iterations, paper.search.candidates) == (64, 64, 1500, 16)
+    assert quick.z_dim == paper.z_dim == 100 and quick.search_batch == paper.search_batch == 256  # not profiled
+    assert YehMethod.steps_for("quick") == 200 and YehMethod.steps_for("paper") == 60_000
+
+
+def test_search_draws_one_start_per_image_from_its_own_generator():
+    g, d = DCGANGenerator(16, 8, 2).eval(), DCGANDiscriminator(16, 2).eval()
+    seen = []
+    g.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    target, hole = torch.zeros(2, 3, 16, 16), torch.ones(2, 1, 16, 16)
+    cfg = SearchConfig(iterations=0, candidates=3)
+    search_latents(g, d, target, hole, cfg, [torch.Generator().manual_seed(s) for s in (5, 7)])
+    starts = [torch.rand(3, 8, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (5, 7)]
+    assert torch.equal(seen[0], torch.cat(starts))  # image i's 3 candidates: its own generator's first draws
+    with pytest.raises(ValueError, match="1 generators for 2 images"):
+        search_latents(g, d, target, hole, cfg, [torch.Generator()])
+
+
+def test_restore_is_per_face_not_per_batch(make_context):
+    """A face's latents come from the run's seed and that face: its result is the same in any batch, at any
+    position, in any search chunk, whatever ran before (the harness resumes evaluation mid-split)."""
+    method = YehMethod(make_context(YehMethod, 32, **TINY))
+    images, mask = _holed_batch(32, n=3)
+    mask[1, :, 4:12, 4:12] = 1
+    with torch.no_grad():
+        together = method.restore(images, mask).images
+        torch.manual_seed(123)
+        swapped = method.restore(images[[2, 0]], mask[[2, 0]]).images
+        alone = method.restore(images[2:], mask[2:]).images
+        method.search_batch = TINY["candidates"]  # one face per search chunk
+        chunked = method.restore(images, mask).images
+    assert torch.equal(swapped[0], together[2]) and torch.equal(swapped[1], together[0])
+    assert torch.allclose(alone[0], together[2], atol=1e-6)  # another batch size may take other kernels
+    assert torch.allclose(chunked, together, atol=1e-6)
+
+
+def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_data, tmp_path):
+    """The DCGAN's noise comes from the global generator, which the harness saves with the data sampler."""
+    check_bit_exact_resume(YehMethod, TINY, 3, 2, tmp_path, make_context, lambda: make_train_data(32, 16))

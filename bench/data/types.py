@@ -29,7 +29,7 @@ PAPER_ATTRIBUTES = (
     "Wearing_Lipstick",
     "Young",
 )
-# The 7 attributes of the authors' code (methods.md section 1), a subset of the 10.
+# The 7 attributes of the authors' code (docs/methods.md section 1), a subset of the 10.
 OFFICIAL_ATTRIBUTES = ("5_o_Clock_Shadow", "Goatee", "Mustache", "No_Beard", "Sideburns", "Male", "Young")
 
 
@@ -186,7 +186,7 @@ def _attr_tensor(attributes: np.ndarray) -> torch.Tensor:
 
 @dataclass
 class Benchmark:
-    """A dataset resolved into the splits every protocol needs (design.md, "data path" step 1)."""
+    """A dataset resolved into the splits every protocol needs (docs/design.md, "data path" step 1)."""
 
     name: str
     attribute_names: tuple[str, ...]

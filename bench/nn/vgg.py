@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.training import file_sha256
+from bench.io import file_sha256
 
 # Slices of torchvision/timm ``vgg16.features`` ending at pool1, pool2, pool3 (PConv and OA-GAN code).
 POOL_SLICES = ((0, 5), (5, 10), (10, 17))

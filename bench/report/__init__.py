@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.io import atomic_write_bytes, png_data_uri, read_json
 from bench.metrics import area_bin
-from bench.runstore import RunStore, png_data_uri, read_json, summarize
-from bench.training import atomic_write_bytes
+from bench.runstore import RunStore, summarize
 
 SPLIT_TITLES = {
     "test_paired": "synthetic paired occlusions",
@@ -124,13 +124,26 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     labels = store.labels()
     quality = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
     table3 = _table(summary, "test_paired", quality + [("region_psnr", "occluded-region PSNR", 2)], reported)
-    ablation = {"headers": table3["headers"], "rows": [r for r in table3["rows"] if r["method"].startswith("oagan")]}
+    variant_of = {
+        label.split("@")[0]: facts.get("spec", {}).get("variant_of", "")
+        for label, facts in manifest.get("methods", {}).items()
+    }
+    ablations = []
+    for base in sorted({v for v in variant_of.values() if v}):
+        rows = [r for r in table3["rows"] if base in (r["method"], variant_of.get(r["method"]))]
+        if len(rows) > 1:
+            ablations.append({"base": base, "headers": table3["headers"], "rows": rows})
+    out_of_range = {}
+    if "out_of_range" in df:
+        means = df.groupby("label")["out_of_range"].mean()
+        out_of_range = {label: float(v) for label, v in means.items() if v > 0}
     mask_cols = [("mask_iou", "mask IoU", 3), ("mask_f1", "mask F1", 3)]
     return {
         "id": manifest.get("run_id", store.root.name),
         "manifest": manifest,
         "table3": table3,
-        "ablation": ablation if len(ablation["rows"]) > 1 else None,
+        "ablations": ablations,
+        "out_of_range": out_of_range,
         "natural": _table(summary, "test_natural", quality + mask_cols, {}),
         "clean": _table(summary, "test_clean", quality + [("occluded_fraction", "pixels marked occluded", 4)], {}),
         "masks": _table(summary, "test_paired", mask_cols, {}),

@@ -1,0 +1,114 @@
+"""File I/O every part of the harness shares: atomic writes, hashes, PNG and JSON, and disk errors as one line.
+
+Every file the harness writes goes through :func:`atomic_write_bytes` (temp file + fsync + rename), so a
+kill, a full disk or a read-only folder never leaves a half-written file where a finished one is expected.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_hash(config: Any) -> str:
+    """A short, stable hash of a JSON-able description (sorted keys; paths and other objects as strings)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """uint8 [H,W,3] or [H,W] -> PNG, atomically."""
+    import cv2
+
+    if image.ndim == 3:
+        image = image[..., ::-1]  # RGB -> BGR for OpenCV
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def read_png(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise OSError(f"cannot read image {path}: missing or corrupt; delete it and run again to recompute")
+    return image[..., ::-1].copy() if image.ndim == 3 else image
+
+
+def png_data_uri(path: Path) -> str | None:
+    """A saved PNG inlined as a ``data:`` URI (self-contained HTML), or None when it does not exist."""
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def read_json(path: Path) -> Any | None:
+    """A JSON file's content, or None when it does not exist; a corrupt one is one clear error."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore or delete it") from exc
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars as numbers; anything else (paths, devices) as its string."""
+    return obj.item() if isinstance(obj, np.generic) else str(obj)
+
+
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def disk_error_line(exc: OSError) -> str | None:
+    """One line for an error of the output disk (full, read-only, no permission), or None for other errors."""
+    cause = DISK_ERRORS.get(exc.errno or 0)
+    if cause is None:
+        return None
+    where = exc.filename or "the output folder"
+    return (
+        f"cannot write {where}: {cause}; free space or choose another --output folder, then run the same "
+        "command again (finished work is kept and resumed)"
+    )

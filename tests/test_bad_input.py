@@ -1,0 +1,298 @@
+"""Bad input, class by class: every case exits with one line naming the cause and the fix, never a traceback,
+and loses nothing: a finished run beside it is byte-for-byte unchanged and no half-made run folder is left.
+
+Each case runs the real console entry point (``bench.cli.main``) in this process.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+RUN = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "3", "--data-limit", "8"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> SimpleNamespace:
+    """A complete run (identity and telea, oracle masks) and the folders that the bad cases point at."""
+    root = tmp_path_factory.mktemp("bad")
+    out = root / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *RUN, "--output", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (out / "runs").iterdir()
+    files = root / "files"
+    for name, data in {
+        "occluders/broken.png": b"\x89PNG\r\n\x1a\nnot really",
+        "natural/face.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 10,
+        "natural_empty/readme.txt": b"no faces here",
+        "notjson/answers.json": b"{not json",
+        "vgg.pth": b"weights",
+    }.items():
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        (files / name).write_bytes(data)
+    damaged = root / "damaged"  # a copy of the run whose metrics and manifest are damaged
+    subprocess.run(["cp", "-r", str(run), str(damaged)], check=True)
+    rows = damaged / "metrics" / "identity.jsonl"
+    lines = rows.read_text().splitlines(keepends=True)
+    rows.write_text("".join([lines[0], '{"split": "test_paired", "sam\n', *lines[2:]]))
+    corrupt = root / "corrupt"
+    subprocess.run(["cp", "-r", str(run), str(corrupt)], check=True)
+    (corrupt / "manifest.json").write_text('{"run_id": ')
+    return SimpleNamespace(out=out, run=run, files=files, damaged=damaged, corrupt=corrupt)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+def _run(*extra: str) -> list[str]:
+    return [*RUN, *extra, "--output", "{out}"]
+
+
+# (case id, argv with {out}/{run}/{files}/{damaged}/{corrupt} placeholders, exit code, text the one line must hold)
+CASES = [
+    # -- run: option values, checked at the edge before any work
+    ("limit-0", _run("--limit", "0"), 2, "--limit must be at least 1, got 0"),
+    ("steps-negative", _run("--steps", "-5"), 2, "--steps must be at least 0, got -5"),
+    ("batch-size-negative", _run("--batch-size", "-3"), 2, "--batch-size must be at least 1, got -3"),
+    ("threshold-5", _run("--mask-threshold", "5"), 2, "--mask-threshold must be strictly between 0 and 1, got 5"),
+    ("threshold-nan", _run("--mask-threshold", "nan"), 2, "--mask-threshold must be strictly between 0 and 1"),
+    ("image-size-7", _run("--image-size", "7"), 2, "--image-size must be a multiple of 16 from 32 to 1024, got 7"),
+    ("image-size-0", _run("--image-size", "0"), 2, "--image-size must be a multiple of 16"),
+    ("image-size-100", _run("--image-size", "100"), 2, "--image-size must be a multiple of 16"),
+    ("data-limit-0", _run("--data-limit", "0"), 2, "--data-limit must be at least 1, got 0"),
+    (
+        "time-budget-negative",
+        _run("--time-budget", "-1"),
+        2,
+        "--time-budget is seconds of training and must be positive",
+    ),
+    ("time-budget-nan", _run("--time-budget", "nan"), 2, "--time-budget is seconds of training"),
+    ("seed-negative", _run("--seed", "-1"), 2, "--seed must be at least 0, got -1"),
+    ("profile-unknown", _run("--profile", "fast"), 2, "unknown profile 'fast'; use quick or paper"),
+    ("device-unknown", _run("--device", "tpu"), 2, "unknown device 'tpu'; use auto, cpu or cuda"),
+    ("steps-not-a-number", _run("--steps", "many"), 2, "Invalid value for '--steps'"),
+    # -- run: paths that do not exist
+    ("weights-dir-missing", _run("--weights-dir", "/nonexistent"), 2, "--weights-dir /nonexistent: no such folder"),
+    ("occluders-missing", _run("--occluders", "/nonexistent"), 2, "--occluders /nonexistent: no such folder"),
+    ("natural-missing", _run("--natural-folder", "/nonexistent"), 2, "--natural-folder /nonexistent: no such folder"),
+    ("id-weights-missing", _run("--id-weights", "/nonexistent.pth"), 2, "--id-weights /nonexistent.pth: no such file"),
+    (
+        "dataset-missing",
+        _run("--dataset", "/nonexistent"),
+        2,
+        "dataset '/nonexistent': folder /nonexistent does not exist",
+    ),
+    ("weights-dir-is-a-file", _run("--weights-dir", "{files}/vgg.pth"), 2, "vgg.pth: no such folder"),
+    # -- run: corrupt files in folders the user gives
+    ("occluder-corrupt", _run("--occluders", "{files}/occluders"), 2, "broken.png"),
+    ("natural-corrupt", _run("--natural-folder", "{files}/natural"), 2, "face.jpg"),
+    ("natural-empty", _run("--natural-folder", "{files}/natural_empty"), 2, "natural_empty"),
+    # -- run: method names, plugins and mask sources
+    ("methods-empty", ["run", "--methods", ",", "--output", "{out}"], 2, "--methods is empty"),
+    ("method-slash", ["run", "--methods", "x/y", "--output", "{out}"], 2, "method name 'x/y' is not valid"),
+    ("method-upper", ["run", "--methods", "Telea", "--output", "{out}"], 2, "method name 'Telea' is not valid"),
+    ("method-typo", ["run", "--methods", "teleaa", "--output", "{out}"], 2, "did you mean telea"),
+    ("method-twice", _run("--methods", "telea,telea"), 2, "--methods names a method twice"),
+    ("mask-source-empty", _run("--mask-source", ","), 2, "--mask-source is empty"),
+    ("mask-source-both", _run("--mask-source", "both"), 2, "--mask-source 'both': unknown method 'both'"),
+    ("mask-source-no-mask", _run("--mask-source", "identity"), 2, "'identity': that method predicts no mask"),
+    ("mask-source-twice", _run("--mask-source", "gt,gt"), 2, "--mask-source names a source twice"),
+    # -- run: declared method options
+    ("opt-typo", _run("--opt", "telea.radiuss=3"), 2, "telea: unknown option 'radiuss'; did you mean radius?"),
+    ("opt-unknown", _run("--opt", "telea.foo=1"), 2, "telea: unknown option 'foo'"),
+    ("opt-unscoped-unknown", _run("--opt", "lamda=1"), 2, "no method of this run has an option 'lamda'"),
+    ("opt-bad-type", _run("--opt", "telea.radius=wide"), 2, "telea: option radius='wide' is not a valid float"),
+    ("opt-not-finite", _run("--opt", "telea.radius=inf"), 2, "telea: option radius='inf' must be a finite number"),
+    ("opt-no-equals", _run("--opt", "radius"), 2, "--opt expects key=value or method.key=value"),
+    ("opt-other-method", _run("--opt", "pconv.lr=1"), 2, "--opt pconv.lr: 'pconv' is not one of the run's methods"),
+    (
+        "opt-out-of-range",
+        ["run", "--methods", "pconv", "--opt", "pconv.batch_size=0", "--output", "{out}"],
+        2,
+        "pconv: option batch_size=0 is out of range",
+    ),
+    (
+        "opt-bad-choice",
+        ["run", "--methods", "oagan", "--opt", "oagan.preset=authors", "--output", "{out}"],
+        2,
+        "oagan: option preset must be one of paper, official",
+    ),
+    (
+        "opt-bad-bool",
+        ["run", "--methods", "oagan", "--opt", "oagan.attr_on_natural=maybe", "--output", "{out}"],
+        2,
+        "oagan: option attr_on_natural='maybe' is not a valid bool",
+    ),
+    # -- report
+    ("report-examples-negative", ["report", "{run}", "--examples", "-3"], 2, "--examples must be 0 or more, got -3"),
+    ("report-missing-run", ["report", "/nonexistent"], 2, "/nonexistent is not a run folder"),
+    (
+        "report-damaged-row",
+        ["report", "{damaged}", "-o", "{files}/r.html"],
+        2,
+        "identity.jsonl:2 is a damaged metrics row; run the same `bench run` again",
+    ),
+    ("report-corrupt-manifest", ["report", "{corrupt}", "-o", "{files}/r.html"], 2, "manifest.json is corrupt"),
+    # -- user study
+    ("study-unknown-method", ["study", "export", "{run}", "-m", "telea@gt,nosuch"], 2, "nosuch"),
+    (
+        "study-not-exported",
+        ["study", "tally", "{run}", "{files}/notjson/answers.json"],
+        2,
+        "has no exported user study",
+    ),
+    # -- perf and data preview
+    ("perf-unknown-method", ["perf", "--methods", "nosuch"], 2, "unknown method 'nosuch'"),
+    ("perf-bad-size", ["perf", "--methods", "identity", "--sizes", "7"], 2, "--sizes: each must be a multiple of 16"),
+    (
+        "perf-size-not-a-number",
+        ["perf", "--methods", "identity", "--sizes", "big"],
+        2,
+        "--sizes expects comma-separated",
+    ),
+    (
+        "perf-batch-0",
+        ["perf", "--methods", "identity", "--batch-size", "0"],
+        2,
+        "--batch-size and --repeats must be at",
+    ),
+    ("preview-n-0", ["data", "preview", "--n", "0", "-o", "{files}/p.png"], 2, "--n must be at least 1, got 0"),
+    ("preview-size-7", ["data", "preview", "--size", "7", "-o", "{files}/p.png"], 2, "--image-size must be a multiple"),
+]
+
+
+def _fill(argv: list[str], finished: SimpleNamespace) -> list[str]:
+    values = {k: str(v) for k, v in vars(finished).items()}
+    return [a.format(**values) for a in argv]
+
+
+def _check_one_line(code: int, err: str, expected_code: int, text: str) -> None:
+    """The exit code, no traceback, and the cause in one ``error:`` line, the last thing printed (progress lines
+    of work done before the fault may precede it)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == expected_code, err
+    assert "Traceback" not in err
+    assert text in err, err
+    if not text.startswith("Invalid value"):  # typer's own usage errors come in its box
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1 and lines[-1] == errors[0] and text in errors[0], err
+
+
+@pytest.mark.parametrize(("argv", "code", "text"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_loses_nothing(finished, bench_main, argv, code, text):
+    before = _tree(finished.out)
+    got, _, err = bench_main(*_fill(argv, finished))
+    _check_one_line(got, err, code, text)
+    assert _tree(finished.out) == before  # the finished run is untouched and no run folder was added
+
+
+class _FailingDisk:
+    """``os`` for bench.io whose rename fails as a full or read-only disk does."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def replace(self, src, dst) -> None:
+        raise OSError(self.code, os.strerror(self.code), str(dst))
+
+
+DISK_CASES = [
+    (
+        "run-disk-full",
+        ["run", "--methods", "identity", "--limit", "2", "--data-limit", "8", "--output", "{files}/new"],
+        errno.ENOSPC,
+        "the disk is full",
+    ),
+    (
+        "run-read-only",
+        ["run", "--methods", "identity", "--limit", "2", "--data-limit", "8", "--output", "{files}/ro"],
+        errno.EROFS,
+        "the file system is read-only",
+    ),
+    ("report-disk-full", ["report", "{run}", "-o", "{files}/full.html"], errno.ENOSPC, "the disk is full"),
+    ("report-read-only", ["report", "{run}", "-o", "{files}/ro.html"], errno.EROFS, "the file system is read-only"),
+    (
+        "study-disk-full",
+        ["study", "export", "{run}", "-m", "identity,telea@gt", "--items", "2"],
+        errno.ENOSPC,
+        "the disk is full",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "err_code", "text"), [c[1:] for c in DISK_CASES], ids=[c[0] for c in DISK_CASES])
+def test_a_full_or_read_only_disk_is_one_line_and_loses_nothing(
+    finished, bench_main, monkeypatch, argv, err_code, text
+):
+    import bench.io
+
+    before = _tree(finished.out)
+    monkeypatch.setattr(bench.io, "os", _FailingDisk(err_code))
+    got, _, err = bench_main(*_fill(argv, finished))
+    monkeypatch.undo()
+    _check_one_line(got, err, 2, text)
+    assert "free space or choose another --output folder, then run the same command again" in err
+    assert _tree(finished.out) == before
+
+
+def test_strict_plugin_mode_makes_a_broken_plugin_one_line(bench_main, monkeypatch):
+    from bench import hookimpl, plugins
+
+    class Broken:
+        @hookimpl
+        def register_methods(self, register):
+            raise ImportError("No module named 'deocc_missing'")
+
+    plugins.reset()
+    plugins.get_manager().register(Broken(), name="broken")
+    monkeypatch.setenv("DEOCC_STRICT_PLUGINS", "1")
+    try:
+        code, _, err = bench_main("list")
+    finally:
+        plugins.reset()
+    _check_one_line(code, err, 2, "plugin 'broken' failed to register its methods: ImportError")
+
+
+def test_sigint_says_how_to_resume_and_the_rerun_resumes(tiny_env, tmp_path):
+    args = [sys.executable, "-m", "bench.cli", "run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "3"]
+    args += ["--data-limit", "40", "--steps", "200", "--opt", "tinyfill.step_sleep=0.02", "--output", str(tmp_path)]
+    proc = subprocess.Popen(args, env=tiny_env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("checkpoints/tinyfill/*/last.pt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("interrupted: ")]
+    assert said == ["interrupted: finished work is kept; run the same command again to resume where it stopped"], err
+    (manifest,) = tmp_path.glob("runs/*/manifest.json")
+    assert json.loads(manifest.read_text())["status"] == "interrupted"
+    again = subprocess.run(args, env=tiny_env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed training from step 50" in again.stderr
+    assert json.loads(manifest.read_text())["status"] == "complete"  # the same run folder, finished
+
+
+def test_a_run_that_fails_before_work_leaves_no_folder(bench_main, tmp_path):
+    code, _, err = bench_main("run", "--methods", "telea", "--opt", "telea.radius=-1", "--output", str(tmp_path))
+    _check_one_line(code, err, 2, "telea: option radius=-1.0 is out of range")
+    assert not (tmp_path / "runs").exists()
