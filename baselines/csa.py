@@ -37,6 +37,7 @@ from torch import nn
 
 from bench.io import file_sha256
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
+from bench.nn.gan import patch_discriminator
 from bench.nn.init import normal_init
 from bench.nn.vgg import find_vgg_weights
 from bench.options import Options, option
@@ -227,18 +228,6 @@ class RefineUNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ discriminators
-def patch_discriminator(in_ch: int = 3, ndf: int = 64, n_layers: int = 3) -> nn.Sequential:
-    """pix2pix 70x70 PatchGAN (``NLayerDiscriminator``) with IN."""
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-    mult = 1
-    for n in range(1, n_layers + 1):
-        prev, mult = mult, min(2**n, 8)
-        stride = 2 if n < n_layers else 1
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1), _norm(ndf * mult), nn.LeakyReLU(0.2, True)]
-    layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
-    return nn.Sequential(*layers)
-
-
 def feature_discriminator(in_ch: int = 256, width: int = 512) -> nn.Sequential:
     """The official ``PFDiscriminator`` on VGG relu3_3: conv4 s2 x3, IN on the second."""
     return nn.Sequential(
@@ -363,7 +352,7 @@ class CSAMethod(Method):
     def setup_training(self, data) -> None:
         device = self.ctx.device
         self.data = data
-        self.d_image = patch_discriminator(3, self.ndf, self.n_layers_d).to(device)
+        self.d_image = patch_discriminator(3, self.ndf, self.n_layers_d, norm="instance_affine").to(device)
         self.d_feature = feature_discriminator(256, 8 * self.ndf).to(device)
         self.d_image.apply(normal_init)
         self.d_feature.apply(normal_init)

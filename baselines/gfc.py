@@ -43,6 +43,7 @@ from torch import nn
 
 from baselines.seeding import sample_generators
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
+from bench.nn.gan import GANLoss
 from bench.nn.init import normal_init
 from bench.options import Options, option
 
@@ -225,6 +226,7 @@ class GFCMethod(Method):
         self.G = GFCGenerator(size, self.width, self.fc_width).to(ctx.device)
         self.D_local = GFCDiscriminator(self.patch_size, [d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
         self.D_global = GFCDiscriminator(size, [d // 2, d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
+        self.gan_loss = GANLoss("vanilla")  # BCE on logits: the official nets end in a sigmoid + BCE
         self.parser: torch.jit.ScriptModule | None = None
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
@@ -269,14 +271,12 @@ class GFCMethod(Method):
         with torch.no_grad():
             comp = hole * self.G(x) + (1 - hole) * gt
         boxes = mask_boxes(hole)
-        bce = F.binary_cross_entropy_with_logits
         loss = 0.0
         for d, real, fake in (
             (self.D_local, crop_boxes(gt, boxes, self.patch_size), crop_boxes(comp, boxes, self.patch_size)),
             (self.D_global, gt, comp),
         ):
-            real_logit, fake_logit = d(real), d(fake)
-            loss = loss + bce(real_logit, torch.ones_like(real_logit)) + bce(fake_logit, torch.zeros_like(fake_logit))
+            loss = loss + self.gan_loss(d(real), True) + self.gan_loss(d(fake), False)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -290,9 +290,8 @@ class GFCMethod(Method):
             comp = hole * out + (1 - hole) * gt
             local = self.D_local(crop_boxes(comp, mask_boxes(hole), self.patch_size))
             glob = self.D_global(comp)
-            bce = F.binary_cross_entropy_with_logits
-            terms["local_adv"] = bce(local, torch.ones_like(local), reduction="sum") / len(x)
-            terms["global_adv"] = bce(glob, torch.ones_like(glob), reduction="sum") / len(x)
+            terms["local_adv"] = self.gan_loss(local, True, reduction="per_sample")
+            terms["global_adv"] = self.gan_loss(glob, True, reduction="per_sample")
             if self.parser is not None:
                 with torch.no_grad():
                     target = self.parser((gt + 1) / 2).argmax(1)

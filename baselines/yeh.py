@@ -28,6 +28,7 @@ from torch import nn
 
 from baselines.seeding import sample_generators
 from bench.method import Method, MethodContext, Restoration, require_hole
+from bench.nn.gan import GANLoss
 from bench.options import Options, option
 
 if TYPE_CHECKING:
@@ -282,6 +283,7 @@ class YehMethod(Method):
         self.blend = o.blend
         self.generator = DCGANGenerator(size, self.z_dim, self.width).to(ctx.device)
         self.discriminator = DCGANDiscriminator(size, self.width).to(ctx.device)
+        self.gan_loss = GANLoss("vanilla")  # DCGAN: BCE on logits
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
         self.data: TrainData | None = None
@@ -303,14 +305,12 @@ class YehMethod(Method):
         fake = self.generator(self._noise(len(real)))
         logit_real = self.discriminator(real)
         logit_fake = self.discriminator(fake.detach())
-        loss_d = F.binary_cross_entropy_with_logits(
-            logit_real, torch.ones_like(logit_real)
-        ) + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
+        loss_d = self.gan_loss(logit_real, True) + self.gan_loss(logit_fake, False)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
         logit_gen = self.discriminator(fake)
-        loss_g = F.binary_cross_entropy_with_logits(logit_gen, torch.ones_like(logit_gen))
+        loss_g = self.gan_loss(logit_gen, True)  # the non-saturating generator loss
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()

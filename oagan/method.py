@@ -19,11 +19,12 @@ import torch
 from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES, TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.losses import gradient_penalty
+from bench.nn.two_path import GeneratorOutput
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 from bench.options import Options, option
 from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
-from oagan.generator import GeneratorOutput, build_generator
+from oagan.generator import build_generator
 
 UNIT_INTERVAL = {"min": 0.0, "max": 1.0}
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES
+from bench.nn.two_path import TwoPathGenerator
 from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
-from oagan.generator import OAGANGenerator, TwoPathGenerator
+from oagan.generator import OAGANGenerator
 from oagan.method import OAGANMethod, OAGANOptions, is_natural_step, natural_fraction
 from tests.util import check_bit_exact_resume
 
