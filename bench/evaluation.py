@@ -159,7 +159,7 @@ class Evaluator:
         scores: dict[str, np.ndarray] = {}
         if target is not None:
             scores["psnr"] = metrics.psnr(pred, target)
-            scores["ssim"] = metrics.ssim(pred, target)
+            scores["ssim"], scores["ssim_padded"] = metrics.ssim_pair(pred, target)
             if true_mask is not None and true_mask.any():
                 scores["region_psnr"] = metrics.region_psnr(pred, target, true_mask)
         if pred_mask is not None and true_mask is not None:

@@ -2,10 +2,11 @@
 
 PSNR: torchmetrics, ``data_range=1.0``, one value per image (``dim=(1,2,3)``), never the pooled MSE.
 SSIM: Gaussian window 11, sigma 1.5, K=(0.01, 0.03), ``data_range=1.0``, per image, mean over RGB.
-The default (torchmetrics) mirror-pads the images by (k-1)/2 = 5 px and averages the map over every pixel,
-border included; ``ssim(..., crop=True)`` drops that 5 px border of the map instead, which is skimage's Wang
-settings and mmagic (docs/design.md, Conventions: Metrics). The two differ by up to ~0.1 on small images with structure
-at the edges (tests/test_metrics.py).
+The headline SSIM is the field's convention (``SSIM_CONVENTION``): the map over valid windows only, i.e. the
+5 px border dropped, which is scikit-image with Wang et al.'s settings and mmagic (``ssim(..., crop=True)``).
+torchmetrics' default mirror-pads the images by (k-1)/2 = 5 px and averages the map over every pixel, border
+included; it is kept as the second column ``ssim_padded``. The two differ by up to ~0.1 on small images with
+structure at the edges (docs/design.md, Conventions: Metrics; tests/test_metrics.py).
 Region PSNR scores the occluded pixels only; mask IoU/F1 score predicted masks.
 """
 
@@ -18,6 +19,11 @@ import torch
 
 SSIM_KERNEL = 11
 SSIM_SIGMA = 1.5
+SSIM_CONVENTION = {
+    "ssim": "Wang et al. valid windows: Gaussian 11x11, sigma 1.5, K=(0.01,0.03), 5 px border of the map dropped "
+    "(= scikit-image gaussian_weights, use_sample_covariance=False; mmagic)",
+    "ssim_padded": "torchmetrics default: the same window over images mirror-padded by 5 px, every pixel averaged",
+}
 
 
 def _to01(images: np.ndarray) -> torch.Tensor:
@@ -45,6 +51,18 @@ def ssim(pred: np.ndarray, target: np.ndarray, crop: bool = False) -> np.ndarray
     _, full = tm_ssim(p, t, reduction="none", return_full_image=True, **kw)
     r = (SSIM_KERNEL - 1) // 2
     return full[..., r:-r, r:-r].mean(dim=(1, 2, 3)).numpy().astype(np.float64)
+
+
+def ssim_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(valid-window SSIM, padded SSIM) per image from one SSIM map: the headline and the second column."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    p, t = _to01(pred), _to01(target)
+    kw = dict(gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=1.0, k1=0.01, k2=0.03)
+    _, full = tm_ssim(p, t, reduction="none", return_full_image=True, **kw)
+    r = (SSIM_KERNEL - 1) // 2
+    valid = full[..., r:-r, r:-r].mean(dim=(1, 2, 3))
+    return valid.numpy().astype(np.float64), full.mean(dim=(1, 2, 3)).numpy().astype(np.float64)
 
 
 def region_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:

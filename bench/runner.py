@@ -32,24 +32,22 @@ def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Any]:
     from bench.data.embedded import build_synthetic, default_occluder
 
     occluder = default_occluder(config.image_size, user_dir=config.occluders)
-    if config.dataset == "synthetic":
-        sizes = {}
-        if config.data_limit is not None:
-            from inspect import signature
+    natural = None
+    if config.natural_folder is not None:  # read first: a bad file fails before the dataset is built
+        from bench.data.folder import load_folder
 
-            defaults = signature(build_synthetic).parameters
-            splits = ("train_clean", "train_natural", "test_paired", "test_natural", "test_clean")
-            sizes = {k: min(defaults[k].default, config.data_limit) for k in splits}
-        bench = build_synthetic(size=config.image_size, seed=config.seed, user_dir=config.occluders, **sizes)
+        natural = load_folder(config.natural_folder, size=config.image_size)
+    if config.dataset == "synthetic":
+        bench = build_synthetic(
+            size=config.image_size, seed=config.seed, user_dir=config.occluders, limit=config.data_limit
+        )
     else:
         from bench.data.celeba import load_celeba
 
         root = Path(config.dataset.removeprefix("celeba:")).expanduser()
         bench = load_celeba(root, size=config.image_size, seed=config.seed, limit=config.data_limit, occluder=occluder)
-    if config.natural_folder is not None:
-        from bench.data.folder import load_folder
-
-        bench.test_natural = load_folder(config.natural_folder, size=config.image_size)
+    if natural is not None:
+        bench.test_natural = natural
         bench.info["test_natural"] = f"folder {config.natural_folder}"
     return bench, occluder
 
@@ -231,6 +229,7 @@ class Runner:
             },
             plugins={i.name: i.version for i in registry.plugins},
             options={name: p.ctx.config.as_dict() for name, p in planned.items()},
+            metrics=metric_conventions(),
         )
         dist.barrier()
         infos = {i.name: i for i in registry.plugins}
@@ -349,6 +348,7 @@ class Runner:
                 )
             method.load_state_dict(saved["method"])
             self.console.print(f"{name}: loaded cached checkpoint {entry.final}")
+            self._copy_losses(entry, store, name)
             sha = file_sha256(entry.final)
             store.set_status(
                 "training",
@@ -384,6 +384,7 @@ class Runner:
             result = fit(method, data, Budget(steps, cfg.time_budget), entry.folder, on_step=on_step)
         if result.resumed_from:
             self.console.print(f"{name}: resumed training from step {result.resumed_from} (bit-exact)")
+        self._copy_losses(entry, store, name)
         path = entry.last
         if result.finished:
             save_checkpoint(entry.final, {"step": result.steps, "method": method.state_dict()})
@@ -410,6 +411,28 @@ class Runner:
             **record,
             info=method.info(),
         )
+
+    @staticmethod
+    def _copy_losses(entry: CacheEntry, store: RunStore, name: str) -> None:
+        """The model's training curve into the run folder (``training/<method>.jsonl``), for the report."""
+        from bench.io import atomic_write_bytes
+        from bench.training import LOSSES
+
+        source = entry.folder / LOSSES
+        if source.exists():
+            atomic_write_bytes(store.root / "training" / f"{name}.jsonl", source.read_bytes())
+
+
+def metric_conventions() -> dict[str, str]:
+    """What each metric column means, recorded in the manifest so a number can be read without the code."""
+    from bench.metrics import SSIM_CONVENTION
+
+    return {
+        "psnr": "per image, data_range 1, on the saved uint8 PNG (torchmetrics), never the pooled MSE",
+        **SSIM_CONVENTION,
+        "region_psnr": "PSNR over the ground-truth occluded pixels only",
+        "mask_iou": "IoU of the binarised predicted mask (1 = occluded) with the true mask",
+    }
 
 
 def _spec_facts(spec: MethodSpec) -> dict[str, Any]:

@@ -28,7 +28,17 @@ import numpy as np
 
 from bench.io import atomic_write_bytes, write_json
 
-METRIC_COLUMNS = ("psnr", "ssim", "region_psnr", "mask_iou", "mask_f1", "occluded_fraction", "out_of_range", "seconds")
+METRIC_COLUMNS = (
+    "psnr",
+    "ssim",
+    "ssim_padded",
+    "region_psnr",
+    "mask_iou",
+    "mask_f1",
+    "occluded_fraction",
+    "out_of_range",
+    "seconds",
+)
 
 
 def _clean(value: Any) -> Any:

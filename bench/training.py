@@ -147,6 +147,40 @@ def set_random_state(state: Mapping[str, Any], data: TrainData) -> None:
     data.rng.bit_generator.state = plain["data"]
 
 
+LOSSES = "losses.jsonl"  # one line per training step: {"step": n, "<loss>": value, ...}
+
+
+class LossHistory:
+    """The losses the loop sees, one JSON line per step, written at each checkpoint. A resumed run first cuts
+    the file back to the checkpoint's step, so the curve has each step once."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path = path
+        self.pending: list[str] = []
+        if path.exists():
+            kept = [
+                line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= start
+            ]
+            atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+    def append(self, step: int, losses: Mapping[str, float]) -> None:
+        self.pending.append(json.dumps({"step": step, **{k: float(v) for k, v in losses.items()}}))
+
+    def flush(self) -> None:
+        if self.pending:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write("".join(line + "\n" for line in self.pending))
+            self.pending = []
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass
 class FitResult:
     steps: int  # steps completed in total
@@ -188,8 +222,10 @@ def fit(
         method.load_state_dict(state["method"])
         set_random_state(state["random"], data)
         start = int(state["step"])
+    history = LossHistory(workdir / LOSSES, start)
 
     def checkpoint(step: int) -> None:
+        history.flush()
         save_checkpoint(last, {"step": step, "method": method.state_dict(), "random": random_state(data)})
 
     t0 = time.perf_counter()
@@ -210,10 +246,12 @@ def fit(
                 "Lower the learning rate (--opt lr=...) or the batch size and run again to resume."
             )
         step += 1
+        history.append(step, losses)
         if on_step is not None:
             on_step(step, losses)
         if step % checkpoint_every == 0 or step == budget.steps:
             checkpoint(step)
     if stopped_by_time and step > start:
         checkpoint(step)
+    history.flush()
     return FitResult(step, budget.steps, time.perf_counter() - t0, start, stopped_by_time, losses)

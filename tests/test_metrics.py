@@ -150,3 +150,13 @@ def test_area_bins():
     assert metrics.area_bin(0.05) == "0-10%"
     assert metrics.area_bin(0.25) == "20-30%"
     assert metrics.area_bin(0.9) == "50-100%"
+
+
+def test_ssim_pair_is_the_valid_window_headline_and_the_padded_second_column():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    valid, padded = metrics.ssim_pair(a, b)
+    np.testing.assert_allclose(valid, metrics.ssim(a, b, crop=True), atol=1e-7)
+    np.testing.assert_allclose(padded, metrics.ssim(a, b), atol=1e-6)
+    assert set(metrics.SSIM_CONVENTION) == {"ssim", "ssim_padded"}

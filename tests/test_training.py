@@ -1,3 +1,4 @@
+import json
 import math
 import random
 
@@ -77,6 +78,10 @@ def test_kill_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, make
     assert result.resumed_from == 20 and resumed.steps_run == list(range(20, 30))
     assert torch.equal(resumed.w, whole.w)
     assert result.last_losses == whole_result.last_losses
+    # the loss curve has each step once, cut back to the checkpoint at the resume
+    curve = [json.loads(line) for line in (tmp_path / "b" / "losses.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == list(range(1, 31))
+    assert (tmp_path / "b" / "losses.jsonl").read_text() == (tmp_path / "a" / "losses.jsonl").read_text()
 
 
 def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, make_train_data, make_context):

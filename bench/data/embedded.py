@@ -33,11 +33,14 @@ def build_synthetic(
     test_natural: int = 100,
     test_clean: int = 100,
     user_dir: str | Path | None = None,
+    limit: int | None = None,
 ) -> Benchmark:
-    """Render the synthetic benchmark at ``size`` px; ``user_dir`` adds user occluders to test_paired."""
+    """Render the synthetic benchmark at ``size`` px; ``user_dir`` adds user occluders to test_paired; ``limit``
+    caps every split (``--data-limit``; each split's first faces, so a smaller set is a prefix of the full one)."""
     renderer = FaceRenderer(size)
     people = [make_identity(seed, i) for i in range(identities)]
-    counts = dict(zip(_SPLITS, (train_clean, train_natural, test_paired, test_natural, test_clean), strict=True))
+    sizes = (train_clean, train_natural, test_paired, test_natural, test_clean)
+    counts = dict(zip(_SPLITS, (n if limit is None else min(n, limit) for n in sizes), strict=True))
     sets: dict[str, FaceSet] = {}
     for split_index, split in enumerate(_SPLITS):
         natural = split.endswith("natural")

@@ -134,6 +134,16 @@ class ImageBatch(NamedTuple):
     attributes: torch.Tensor  # [B,A]
 
 
+class UnpairedBatch(NamedTuple):
+    """Two domains for unpaired translation: occluded faces (A) and clean faces of other images (B)."""
+
+    occluded: torch.Tensor  # [B,3,H,W]: natural occlusions first, then synthetic ones
+    clean: torch.Tensor  # [B,3,H,W]: clean faces, none of them the source of an A image of this batch
+    occluded_attributes: torch.Tensor  # [B,A]
+    clean_attributes: torch.Tensor  # [B,A]
+    natural: torch.Tensor  # [B] bool: which A images are natural occlusions
+
+
 @dataclass
 class TrainData:
     """What a method trains on. Paired batches are synthesised on the fly (fresh occlusions each
@@ -165,6 +175,32 @@ class TrainData:
             attributes=_attr_tensor(self.clean.attributes[idx]),
         )
 
+    def unpaired(self, batch_size: int, natural_share: float = 0.5) -> UnpairedBatch:
+        """Domain A: ``natural_share`` of the batch from the natural set (when it has images), the rest clean
+        faces with a fresh synthetic occlusion; domain B: clean faces drawn from the *other* images, so no
+        (occluded, clean) pair of one image ever appears (the unpaired setting of the paper's Fig. 2c)."""
+        n_natural = round(batch_size * natural_share) if len(self.natural) else 0
+        nat = self.rng.integers(0, len(self.natural), n_natural) if n_natural else np.zeros(0, np.int64)
+        sources = self.rng.choice(len(self.clean), batch_size - n_natural, replace=False)
+        others = np.setdiff1d(np.arange(len(self.clean)), sources)
+        if len(others) == 0:
+            raise ValueError("unpaired batches need more clean faces than the batch size")
+        clean = self.rng.choice(others, batch_size, replace=len(others) < batch_size)
+        synthetic = [self.occluder(self.clean.images[i], self.clean.landmarks[i], self.rng).image for i in sources]
+        occluded = (
+            np.concatenate([self.natural.images[nat], np.stack(synthetic)])
+            if len(sources)
+            else self.natural.images[nat]
+        )
+        attributes = np.concatenate([self.natural.attributes[nat], self.clean.attributes[sources]])
+        return UnpairedBatch(
+            occluded=to_tensor(occluded),
+            clean=to_tensor(self.clean.images[clean]),
+            occluded_attributes=_attr_tensor(attributes),
+            clean_attributes=_attr_tensor(self.clean.attributes[clean]),
+            natural=torch_bool(np.arange(batch_size) < n_natural),
+        )
+
     def natural_batch(self, batch_size: int) -> ImageBatch:
         return self._sample(self.natural, batch_size)
 
@@ -176,6 +212,12 @@ class TrainData:
             raise ValueError("this dataset has no images of the requested kind (natural or clean)")
         idx = self.rng.integers(0, len(faces), batch_size)
         return ImageBatch(images=to_tensor(faces.images[idx]), attributes=_attr_tensor(faces.attributes[idx]))
+
+
+def torch_bool(values: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.asarray(values, dtype=bool))
 
 
 def _attr_tensor(attributes: np.ndarray) -> torch.Tensor:
