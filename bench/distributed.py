@@ -1,9 +1,13 @@
-"""Sharded evaluation under ``torchrun`` (docs/design.md "Scale").
+"""Data-parallel training and sharded evaluation under ``torchrun`` (docs/design.md "Scale").
 
-Rank 0 owns the run folder, the manifest and training; every rank then evaluates the samples whose
-index ``i % world_size == rank`` and appends to its own metrics file. Rows are keyed by sample id,
-so a run resumed with another world size skips exactly the samples already done. Without
-``WORLD_SIZE`` in the environment this is a no-op single process.
+Training: every rank builds the same model from the same seed, draws its share of each global batch
+(:class:`bench.data.types.TrainData` with ``rank``/``world``), and every optimiser the method names in
+``parts()`` averages its gradients over the ranks before it steps (:func:`average_gradients`): the
+synchronous data parallelism of PyTorch's DDP, for any number of networks and optimisers (critic steps,
+alternating batches, WGAN-GP), without the method knowing. Losses are averaged for the log; rank 0 writes
+checkpoints. Evaluation: every rank scores the samples whose index ``i % world_size == rank`` into its own
+metrics file; rows are keyed by sample id, so a run resumed with another world size skips exactly the samples
+already done. Without ``WORLD_SIZE`` in the environment this is a no-op single process.
 """
 
 from __future__ import annotations
@@ -49,6 +53,29 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value averaged over the ranks (the global batch's loss when shards are equal)."""
+        if self.world == 1 or not values:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(keys, (t / self.world).tolist(), strict=True))
+
+    def any(self, flag: bool) -> bool:
+        """Whether any rank says yes (e.g. its time budget ran out), so all ranks stop at the same step."""
+        if self.world == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def shutdown(self) -> None:
         if self.world > 1:
             import torch.distributed as dist
@@ -67,3 +94,24 @@ def init(device) -> Dist:
         # Other ranks wait at a barrier while rank 0 trains: allow a long wait.
         dist.init_process_group(backend, timeout=timedelta(hours=48))
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def average_gradients(optimizers: list, world: int) -> list:
+    """Make each optimiser average its parameters' gradients over the ranks before every step (one flat
+    all-reduce per step). Returns the hook handles."""
+    import torch
+    import torch.distributed as dist
+
+    def hook(optimizer, args, kwargs) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    return [opt.register_step_pre_hook(hook) for opt in optimizers]

@@ -304,7 +304,7 @@ class Runner:
         )
 
     def _get_method(self, planned: Planned, info, bench: Benchmark, occluder, fingerprint: str, store: RunStore):
-        from bench.training import load_checkpoint, seed_everything
+        from bench.training import seed_everything
 
         seed_everything(self.config.seed)
         planned.ctx.attribute_names = bench.attribute_names  # known once the dataset is resolved
@@ -314,23 +314,8 @@ class Runner:
             store.set_status("training", name, trained="not trainable", model="not trainable", info=method.info())
             return method
         entry = self.cache_entry(planned, info, fingerprint)
-        if self.dist.world > 1:  # rank 0 trains (or loads); the others load what it saved
-            error = None
-            if self.dist.main:
-                try:
-                    self._train_or_load(planned, method, entry, bench, occluder, store)
-                except Exception as exc:
-                    error = exc
-            self.dist.barrier()
-            if error is not None:
-                raise error
-            if not self.dist.main:
-                path = entry.final if entry.final.exists() else entry.last
-                if not path.exists():
-                    raise RunError(f"{name}: rank 0 did not produce {entry.final}")
-                method.load_state_dict(load_checkpoint(path)["method"])
-            return method
-        self._train_or_load(planned, method, entry, bench, occluder, store)
+        self._train_or_load(planned, method, entry, bench, occluder, store)  # every rank: data parallel
+        self.dist.barrier()
         return method
 
     def _train_or_load(self, planned: Planned, method, entry: CacheEntry, bench, occluder, store: RunStore) -> None:
@@ -363,8 +348,17 @@ class Runner:
                 info=method.info(),
             )
             return
-        write_json(entry.folder / "key.json", entry.key)
-        data = TrainData(bench.train_clean, bench.train_natural, occluder, bench.attribute_names, seed=cfg.seed)
+        if self.dist.main:
+            write_json(entry.folder / "key.json", entry.key)
+        data = TrainData(
+            bench.train_clean,
+            bench.train_natural,
+            occluder,
+            bench.attribute_names,
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world=self.dist.world,
+        )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
@@ -374,6 +368,7 @@ class Runner:
             TimeRemainingColumn(),
             TextColumn("{task.fields[loss]}"),
             console=self.console,
+            disable=not self.dist.main,
         ) as bar:
             task = bar.add_task(f"train {name}", total=steps, loss="")
 
@@ -381,31 +376,33 @@ class Runner:
                 shown = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:3])
                 bar.update(task, completed=step, loss=shown)
 
-            result = fit(method, data, Budget(steps, cfg.time_budget), entry.folder, on_step=on_step)
-        if result.resumed_from:
-            self.console.print(f"{name}: resumed training from step {result.resumed_from} (bit-exact)")
-        self._copy_losses(entry, store, name)
+            result = fit(method, data, Budget(steps, cfg.time_budget), entry.folder, on_step=on_step, dist=self.dist)
+        if result.resumed_from and self.dist.main:
+            self.console.print(f"{name}: resumed training from step {result.resumed_from}")
         path = entry.last
         if result.finished:
-            save_checkpoint(entry.final, {"step": result.steps, "method": method.state_dict()})
-            entry.last.unlink(missing_ok=True)
             path = entry.final
-        else:
+            if self.dist.main:
+                save_checkpoint(entry.final, {"step": result.steps, "method": method.state_dict()})
+                entry.last.unlink(missing_ok=True)
+        elif self.dist.main:
             self.console.print(
                 f"[yellow]{name}: stopped by --time-budget after {result.steps} of {steps} steps; evaluated as is, "
                 "not cached as finished (run again without --time-budget to finish it)"
             )
-        sha = file_sha256(path) if path.exists() else None
+        if self.dist.main:
+            self._copy_losses(entry, store, name)
         store.set_status(
             "training",
             name,
             checkpoint=str(path),
-            sha256=sha,
+            sha256=file_sha256(path) if self.dist.main and path.exists() else None,
             model=state_digest(method.state_dict()),
             cached=False,
             steps_trained=result.steps,
             finished=result.finished,
             resumed_from=result.resumed_from,
+            world_size=self.dist.world,
             train_seconds=round(result.seconds, 2),
             stopped_by_time=result.stopped_by_time,
             **record,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from bench.data.types import TrainData
+    from bench.distributed import Dist
     from bench.method import Method
 
 
@@ -154,10 +155,11 @@ class LossHistory:
     """The losses the loop sees, one JSON line per step, written at each checkpoint. A resumed run first cuts
     the file back to the checkpoint's step, so the curve has each step once."""
 
-    def __init__(self, path: Path, start: int) -> None:
+    def __init__(self, path: Path, start: int, write: bool = True) -> None:
         self.path = path
+        self.write = write
         self.pending: list[str] = []
-        if path.exists():
+        if write and path.exists():
             kept = [
                 line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= start
             ]
@@ -167,7 +169,7 @@ class LossHistory:
         self.pending.append(json.dumps({"step": step, **{k: float(v) for k, v in losses.items()}}))
 
     def flush(self) -> None:
-        if self.pending:
+        if self.pending and self.write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
                 f.write("".join(line + "\n" for line in self.pending))
@@ -203,6 +205,7 @@ def fit(
     *,
     checkpoint_every: int = 50,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    dist: Dist | None = None,
 ) -> FitResult:
     """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present.
 
@@ -210,7 +213,14 @@ def fit(
     every random state, so a run killed after a checkpoint and started again ends bit-identical to one
     that was never killed (on CPU; GPU kernels may not be deterministic). The caller stores the final
     model only when :attr:`FitResult.finished`.
+
+    Under ``torchrun`` (``dist.world > 1``) every rank runs this loop on its share of each batch; the
+    optimisers the method names in ``parts()`` average gradients over the ranks, the logged losses are the
+    ranks' mean, all ranks stop at the same step, and only rank 0 writes.
     """
+    from bench.distributed import Dist, average_gradients
+
+    dist = dist or Dist()
     name = type(method).__name__
     last = workdir / "last.pt"
     method.setup_training(data)
@@ -222,21 +232,27 @@ def fit(
         method.load_state_dict(state["method"])
         set_random_state(state["random"], data)
         start = int(state["step"])
-    history = LossHistory(workdir / LOSSES, start)
+    history = LossHistory(workdir / LOSSES, start, write=dist.main)
+    if dist.world > 1:
+        import torch
+
+        optimizers = [p for p in method.parts().values() if isinstance(p, torch.optim.Optimizer)]
+        average_gradients(optimizers, dist.world)
 
     def checkpoint(step: int) -> None:
         history.flush()
-        save_checkpoint(last, {"step": step, "method": method.state_dict(), "random": random_state(data)})
+        if dist.main:
+            save_checkpoint(last, {"step": step, "method": method.state_dict(), "random": random_state(data)})
 
     t0 = time.perf_counter()
     losses: dict[str, float] = {}
     step = start
     stopped_by_time = False
     while step < budget.steps:
-        if budget.seconds is not None and time.perf_counter() - t0 > budget.seconds:
+        if dist.any(budget.seconds is not None and time.perf_counter() - t0 > budget.seconds):
             stopped_by_time = True
             break
-        losses = method.train_step(step)
+        losses = dist.mean(method.train_step(step))
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
             key, value = next(iter(bad.items()))

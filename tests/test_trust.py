@@ -123,7 +123,7 @@ def test_kill_during_training_and_evaluation_resumes_bit_identically(tiny_env, t
     proc.wait()
     resumed = subprocess.run([*bench, *args, "--output", str(killed)], env=tiny_env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed training from step 50 (bit-exact)" in resumed.stderr
+    assert "resumed training from step 50" in resumed.stderr
     (run_whole,) = (whole / "runs").iterdir()
     (run_killed,) = (killed / "runs").iterdir()
     assert _predictions(run_killed) == _predictions(run_whole)

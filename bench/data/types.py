@@ -149,6 +149,10 @@ class TrainData:
     """What a method trains on. Paired batches are synthesised on the fly (fresh occlusions each
     step, as the paper's >100M pairs imply); natural and clean batches are sampled from the sets.
     Natural faces come without masks or ground truth, as in the paper's unpaired setting.
+
+    Under data-parallel training (``rank``/``world``) every rank draws the same global batch from the same
+    seeded generator and keeps its own contiguous share, so the ranks together see exactly the batch one
+    process would, and the sampler's state stays one state (a run resumes with any world size).
     """
 
     clean: FaceSet
@@ -156,10 +160,22 @@ class TrainData:
     occluder: Occluder
     attribute_names: tuple[str, ...]
     seed: int = 0
+    rank: int = 0
+    world: int = 1
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
+
+    def _local(self, batch):
+        """This rank's contiguous share of a global batch (every tensor field sliced alike)."""
+        if self.world == 1:
+            return batch
+        n = len(batch[0])
+        if n % self.world:
+            raise ValueError(f"a batch of {n} does not split over {self.world} ranks; use a multiple of {self.world}")
+        share = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
+        return type(batch)(*(t[share] for t in batch))
 
     @property
     def image_size(self) -> int:
@@ -168,12 +184,13 @@ class TrainData:
     def paired(self, batch_size: int) -> PairedBatch:
         idx = self.rng.integers(0, len(self.clean), batch_size)
         occ = [self.occluder(self.clean.images[i], self.clean.landmarks[i], self.rng) for i in idx]
-        return PairedBatch(
+        batch = PairedBatch(
             occluded=to_tensor(np.stack([o.image for o in occ])),
             clean=to_tensor(self.clean.images[idx]),
             mask=mask_tensor(np.stack([o.mask for o in occ])),
             attributes=_attr_tensor(self.clean.attributes[idx]),
         )
+        return self._local(batch)
 
     def unpaired(self, batch_size: int, natural_share: float = 0.5) -> UnpairedBatch:
         """Domain A: ``natural_share`` of the batch from the natural set (when it has images), the rest clean
@@ -193,13 +210,14 @@ class TrainData:
             else self.natural.images[nat]
         )
         attributes = np.concatenate([self.natural.attributes[nat], self.clean.attributes[sources]])
-        return UnpairedBatch(
+        batch = UnpairedBatch(
             occluded=to_tensor(occluded),
             clean=to_tensor(self.clean.images[clean]),
             occluded_attributes=_attr_tensor(attributes),
             clean_attributes=_attr_tensor(self.clean.attributes[clean]),
             natural=torch_bool(np.arange(batch_size) < n_natural),
         )
+        return self._local(batch)
 
     def natural_batch(self, batch_size: int) -> ImageBatch:
         return self._sample(self.natural, batch_size)
@@ -211,7 +229,8 @@ class TrainData:
         if len(faces) == 0:
             raise ValueError("this dataset has no images of the requested kind (natural or clean)")
         idx = self.rng.integers(0, len(faces), batch_size)
-        return ImageBatch(images=to_tensor(faces.images[idx]), attributes=_attr_tensor(faces.attributes[idx]))
+        batch = ImageBatch(images=to_tensor(faces.images[idx]), attributes=_attr_tensor(faces.attributes[idx]))
+        return self._local(batch)
 
 
 def torch_bool(values: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,94 @@
+"""Data-parallel training under torchrun (gloo on CPU): two ranks on shards of each global batch train the model
+one process trains on the whole batch, and a run killed under one world size resumes under another."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench.cli"]
+SINGLE = [sys.executable, "-m", "bench.cli"]
+ARGS = ["run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "4", "--data-limit", "40", "--device", "cpu"]
+
+
+def _curve(out: Path) -> list[dict]:
+    (path,) = out.glob("checkpoints/tinyfill/*/losses.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _manifest(out: Path) -> dict:
+    (path,) = out.glob("runs/*/manifest.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_two_ranks_follow_the_single_process_loss_trajectory(tiny_env, tmp_path):
+    """tinyfill's loss is a per-pixel mean and its only random draw is one scalar per step, so the mean of two
+    shards' gradients is the whole batch's gradient: the curves agree to float rounding."""
+    args = [*ARGS, "--steps", "12", "--opt", "tinyfill.batch_size=4"]
+    one = subprocess.run(
+        [*SINGLE, *args, "--output", str(tmp_path / "one")], env=tiny_env, capture_output=True, text=True
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [*TORCHRUN, *args, "--output", str(tmp_path / "two")], env=tiny_env, capture_output=True, text=True, timeout=600
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _curve(tmp_path / "one"), _curve(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    for x, y in zip(a, b, strict=True):
+        assert y["l1"] == pytest.approx(x["l1"], rel=1e-5, abs=1e-7)
+    manifest = _manifest(tmp_path / "two")
+    assert manifest["status"] == "complete" and manifest["training"]["tinyfill"]["world_size"] == 2
+    assert len(list((tmp_path / "two").glob("runs/*/metrics/tinyfill@gt*.jsonl"))) == 2  # evaluation sharded too
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant (torchrun's workers live in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_run_killed_under_two_ranks_resumes_under_one(tiny_env, tmp_path):
+    args = [*ARGS, "--steps", "120", "--opt", "tinyfill.batch_size=4", "--opt", "tinyfill.step_sleep=0.02"]
+    proc = subprocess.Popen(
+        [*TORCHRUN, *args, "--output", str(tmp_path)],
+        env=tiny_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob("checkpoints/tinyfill/*/last.pt")):
+        time.sleep(0.05)
+    _kill_tree(proc.pid)
+    proc.wait()
+    assert list(tmp_path.glob("checkpoints/tinyfill/*/last.pt")), "killed before the first checkpoint"
+    again = subprocess.run([*SINGLE, *args, "--output", str(tmp_path)], env=tiny_env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    training = _manifest(tmp_path)["training"]["tinyfill"]
+    assert training["resumed_from"] == 50 and training["steps_trained"] == 120 and training["world_size"] == 1
+    assert [r["step"] for r in _curve(tmp_path)] == list(range(1, 121))
