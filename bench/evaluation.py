@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from bench.planning import ORACLE, Job, RunError
 from bench.runstore import RunStore
 
 EVAL_SPLITS = ("test_paired", "test_natural", "test_clean")
+_WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bench-png")  # cv2 and fsync release the GIL
 
 
 class MethodOutputError(RuntimeError):
@@ -122,13 +124,19 @@ class Evaluator:
         outside = ((out.images < 0) | (out.images > 1)).flatten(1).float().mean(1).cpu().numpy()
         pred = to_uint8(out.images)
         pred_mask = to_uint8(out.masks) if out.masks is not None else None
+        writes = []  # PNG encoding and fsync overlap with scoring; rows are appended once every PNG is on disk
         for j, i in enumerate(idx):
-            write_png(self.store.prediction_path(job.label, split, faces.ids[i]), pred[j])
+            writes.append(
+                _WRITER.submit(write_png, self.store.prediction_path(job.label, split, faces.ids[i]), pred[j])
+            )
             if pred_mask is not None:
-                write_png(self.store.prediction_path(job.label, split, faces.ids[i], mask=True), pred_mask[j])
+                path = self.store.prediction_path(job.label, split, faces.ids[i], mask=True)
+                writes.append(_WRITER.submit(write_png, path, pred_mask[j]))
         rows = self.rows(job, split, faces, idx, pred, pred_mask, seconds, metrics)
         for row, frac in zip(rows, outside, strict=True):
             row["out_of_range"] = float(frac)
+        for write in writes:
+            write.result()  # re-raises a failed write (a full disk) before any row claims the sample done
         self.store.append_rows(job.label, rows)
 
     def masks_for(self, job: Job, split: str, faces: FaceSet, idx: np.ndarray) -> np.ndarray:

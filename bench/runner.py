@@ -28,7 +28,10 @@ from bench.runstore import RunStore, now, write_summary
 
 
 def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Any]:
-    """The benchmark and the occluder used for paired training."""
+    """The benchmark and the occluder used for paired training. The decoded dataset comes from the on-disk
+    cache (``<output>/cache/data``, memory-mapped) when one describes it, else it is built and stored."""
+    from bench.cache import files_identity, source_closure
+    from bench.data.cache import cached_benchmark
     from bench.data.embedded import build_synthetic, default_occluder
 
     occluder = default_occluder(config.image_size, user_dir=config.occluders)
@@ -37,17 +40,40 @@ def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Any]:
         from bench.data.folder import load_folder
 
         natural = load_folder(config.natural_folder, size=config.image_size)
+    key: dict[str, Any] = {
+        "size": config.image_size,
+        "seed": config.seed,
+        "limit": config.data_limit,
+        "occluders": files_identity(config.occluders),
+    }
     if config.dataset == "synthetic":
-        bench = build_synthetic(
-            size=config.image_size, seed=config.seed, user_dir=config.occluders, limit=config.data_limit
-        )
-    else:
-        from bench.data.celeba import load_celeba
+        key |= {"loader": "synthetic", "code": config_hash(source_closure(("bench.data.embedded",), ("bench",)))}
 
-        root = Path(config.dataset.removeprefix("celeba:")).expanduser()
-        bench = load_celeba(root, size=config.image_size, seed=config.seed, limit=config.data_limit, occluder=occluder)
+        def build() -> Benchmark:
+            return build_synthetic(
+                size=config.image_size, seed=config.seed, user_dir=config.occluders, limit=config.data_limit
+            )
+    else:
+        from bench.data.celeba import load_celeba, source_signature
+
+        root = Path(config.dataset.removeprefix("celeba:")).expanduser().resolve()
+        key |= {
+            "loader": "celeba",
+            "root": str(root),
+            "files": source_signature(root),
+            "code": config_hash(source_closure(("bench.data.celeba",), ("bench",))),
+        }
+
+        def build() -> Benchmark:
+            return load_celeba(
+                root, size=config.image_size, seed=config.seed, limit=config.data_limit, occluder=occluder
+            )
+
+    bench, hit = cached_benchmark(config.output / "cache" / "data", key, build)
+    bench.info = {**bench.info, "cache": "loaded (memory-mapped)" if hit else "built and stored"}
     if natural is not None:
         bench.test_natural = natural
+        bench.known_fingerprint = None  # a different natural test set: hash again
         bench.info["test_natural"] = f"folder {config.natural_folder}"
     return bench, occluder
 

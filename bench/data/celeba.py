@@ -13,6 +13,7 @@ images share CelebA's fixed template and one fixed crop does the same job.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,6 +125,23 @@ def load_celeba(
         "counts": {key: len(value) for key, value in bench.splits().items()},
     }
     return bench
+
+
+def source_signature(root: Path) -> list:
+    """What a cached copy of ``root`` depends on: name, size and mtime of the annotation files and of every
+    image (one directory scan: about a second for CelebA's 202,599 files)."""
+    out = []
+    for name in (PARTITION_FILE, IDENTITY_FILE, ATTR_FILE, LANDMARK_FILE):
+        path = root / name
+        if path.is_file():
+            st = path.stat()
+            out.append([name, st.st_size, st.st_mtime_ns])
+    images = root / IMAGE_DIR
+    if images.is_dir():
+        with os.scandir(images) as entries:
+            stats = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+        out.append([IMAGE_DIR, len(stats), hashlib.sha256(repr(stats).encode()).hexdigest()])
+    return out
 
 
 def occlude(clean: FaceSet, occluder: Occluder, rng: np.random.Generator) -> FaceSet:

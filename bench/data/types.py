@@ -257,6 +257,7 @@ class Benchmark:
     test_natural: FaceSet  # natural occlusions; clean/masks only where known (synthetic set)
     test_clean: FaceSet  # faces without occlusion (Fig. 9: a method should change nothing)
     info: dict = field(default_factory=dict)  # how it was built (seed, size, counts, source)
+    known_fingerprint: str | None = field(default=None, repr=False)  # stored with a cached copy (bench.data.cache)
 
     @property
     def image_size(self) -> int:
@@ -272,6 +273,8 @@ class Benchmark:
         }
 
     def fingerprint(self) -> str:
+        if self.known_fingerprint is not None:
+            return self.known_fingerprint
         h = hashlib.sha256(self.name.encode())
         for key, faces in self.splits().items():
             h.update(key.encode())
