@@ -1,18 +1,34 @@
 """CUDA checks, skipped on machines without a GPU: every method trains a step and restores at 128 px."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 
 from bench import plugins
 from bench.data.embedded import build_synthetic, default_occluder
 from bench.data.types import TrainData, mask_tensor, to_tensor
-from bench.method import MethodContext
+from bench.method import make_context
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-METHODS = ["oagan", "oagan:two_path", "pconv", "csa", "gfc", "gnipt", "yeh", "telea", "identity"]
+METHODS = [
+    "oagan",
+    "oagan:two_path",
+    "pconv",
+    "csa",
+    "gfc",
+    "gnipt",
+    "yeh",
+    "cyclegan",
+    "ganimation",
+    "selfreg",
+    "telea",
+    "identity",
+]
+SMALL = {"batch_size": 2, "iterations": 5}  # where a method declares them
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +42,19 @@ def bench128():
 def test_method_trains_and_restores_on_cuda(name, bench128):
     spec = plugins.registry().get(name)
     device = torch.device("cuda")
-    ctx = MethodContext(
-        128, "paper", device, 0, {**spec.options, "batch_size": 2, "iterations": 5}, bench128.attribute_names
+    cls = spec.load()
+    declared = {f.name for f in fields(cls.Options)}
+    small = {k: v for k, v in SMALL.items() if k in declared}
+    ctx = make_context(
+        cls,
+        image_size=128,
+        profile="paper",
+        device=device,
+        options=(spec.options, small),
+        name=name,
+        attribute_names=bench128.attribute_names,
     )
-    method = spec.load()(ctx)
+    method = cls(ctx)
     if method.trainable:
         data = TrainData(bench128.train_clean, bench128.train_natural, default_occluder(128), bench128.attribute_names)
         method.setup_training(data)
