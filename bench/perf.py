@@ -121,6 +121,32 @@ def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str
     return row
 
 
+PERF_COLUMNS = (  # (row key, header with unit, priority: the lowest is dropped first on a narrow terminal)
+    ("method", "method", 9),
+    ("size", "size px", 8),
+    ("train_step_s", "train step s", 4),
+    ("train_images_per_s", "train img/s", 5),
+    ("infer_images_per_s", "restore img/s", 7),
+    ("harness_images_per_s", "harness img/s", 6),
+    ("harness_overhead_ms_per_image", "harness +ms/img", 3),
+    ("peak_mem_mb", "peak GPU MiB", 2),
+    ("peak_rss_mb", "peak RSS MiB", 2),
+)
+
+
+def print_perf_table(console, title: str, rows: list[dict[str, Any]]) -> None:
+    """The measurements as one table that fits the terminal (``--output`` keeps every field); errors below it."""
+    from bench.report.terminal import Column, print_table
+
+    present = [c for c in PERF_COLUMNS if any(c[0] in r for r in rows)]
+    columns = [Column(header, priority, right=key != "method") for key, header, priority in present]
+    cells = [["" if r.get(key) is None else str(r[key]) for key, _, _ in present] for r in rows]
+    print_table(console, title, columns, cells)
+    for r in rows:
+        if "error" in r:
+            console.print(f"{r['method']} at {r['size']} px failed: {r['error']}", highlight=False)
+
+
 def run_perf(
     methods: list[str],
     sizes: list[int],
@@ -132,7 +158,6 @@ def run_perf(
 ) -> list[dict[str, Any]]:
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     from bench import plugins
     from bench.planning import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, PROFILE_SIZE, RunError
@@ -168,14 +193,9 @@ def run_perf(
                 rows.append(measure(spec, size, batch_size, dev, repeats, profile))
             except Exception as exc:  # report and go on: one slow or broken method must not hide the rest
                 rows.append({"method": name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
-            console.print(rows[-1])
-    table = Table(title=f"bench perf ({dev}, torch threads {torch.get_num_threads()})")
-    cols = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    for c in cols:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[str(r.get(c, "")) for c in cols])
-    console.print(table)
+            console.print(f"measured {name} at {size} px", highlight=False)
+    title = f"bench perf: {dev}, {profile} profile, batch {batch_size}, torch threads {torch.get_num_threads()}"
+    print_perf_table(console, title, rows)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(rows, indent=2) + "\n")

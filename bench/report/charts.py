@@ -1,0 +1,282 @@
+"""The report's charts: matplotlib figures rendered to inline SVG (text as paths, so no font or network is needed).
+
+Every chart has titled axes with units; the input (the reference label, whose output is its input) is drawn
+as a dashed black line or marker, so a reader sees at a glance how far a method moved from doing nothing.
+Each function returns the SVG markup, or None when the run has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+SPLIT_NAMES = {"test_paired": "synthetic", "test_natural": "natural", "test_clean": "clean"}
+_RC = {
+    "svg.fonttype": "path",
+    "svg.hashsalt": "deocc-bench",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+@contextmanager
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> Iterator[tuple[Any, Any]]:
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+        yield fig, axes
+
+
+def _svg(fig, name: str) -> str:
+    """The figure as SVG markup whose ids are prefixed with ``name``, so several charts share one page."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = buf.getvalue()
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)  # RDF boilerplate
+    ids = set(re.findall(r'id="([^"]+)"', text))
+    if ids:
+        pattern = re.compile(
+            r'(id="|#)(' + "|".join(map(re.escape, sorted(ids, key=len, reverse=True))) + r')(?=["\)])'
+        )
+        text = pattern.sub(lambda m: f"{m.group(1)}{name}-{m.group(2)}", text)
+    return text.replace("<svg ", f'<svg role="img" aria-label="{name}" ', 1)
+
+
+def colors(labels: list[str]) -> dict[str, Any]:
+    """One colour per label, the same in every chart."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _finite(df, metric: str):
+    return df[np.isfinite(df[metric])] if metric in df else df.iloc[0:0]
+
+
+def by_group(
+    df, key: str, title: str, labels: list[str], reference: str | None, order: list[str] | None = None
+) -> str | None:
+    """Mean PSNR and SSIM on the synthetic paired set per value of ``key`` (occluder family or area bin)."""
+    part = df[(df["split"] == "test_paired") & (df[key].astype(str) != "")] if key in df else df.iloc[0:0]
+    if part.empty:
+        return None
+    groups = order or sorted(part[key].unique())
+    groups = [g for g in groups if g in set(part[key])]
+    palette = colors(labels)
+    shown = [label for label in labels if label != reference and label in set(part["label"])]
+    with _figure(10, 0.6 + 0.32 * len(groups) + 0.25 * math.ceil(len(shown) / 4), ncols=2, sharey=True) as (fig, ax):
+        for col, (metric, unit) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
+            axis = ax[0, col]
+            data = _finite(part, metric)
+            means = data.groupby([key, "label"])[metric].mean()
+            y = np.arange(len(groups))
+            for k, label in enumerate(shown):
+                values = [means.get((g, label), np.nan) for g in groups]
+                offset = (k - (len(shown) - 1) / 2) * min(0.7 / max(len(shown), 1), 0.15)
+                axis.plot(values, y + offset, "o", color=palette[label], markersize=4.5, label=label)
+            if reference is not None:
+                values = [means.get((g, reference), np.nan) for g in groups]
+                axis.plot(
+                    values, y, "|", color="black", markersize=14, markeredgewidth=2, zorder=3, label="input (reference)"
+                )
+            axis.set_xlabel(unit + " (higher is better)")
+        counts = part.groupby(key)["sample"].nunique()
+        ax[0, 0].set_yticks(y, [f"{g} (n={counts.get(g, 0)})" for g in groups])
+        ax[0, 0].invert_yaxis()  # the axes share y: once for both
+        ax[0, 0].set_ylabel(title)
+        handles, names = ax[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), frameon=False)
+        fig.suptitle(f"PSNR and SSIM by {title} (synthetic paired occlusions, mean over images)")
+        return _svg(fig, f"by-{key}")
+
+
+def by_area(df, labels: list[str], reference: str | None, bins: list[str]) -> str | None:
+    """Mean PSNR and SSIM per occluded-area bin, one line per method: how quality falls with the hole's size."""
+    part = df[(df["split"] == "test_paired") & (df["area_bin"] != "")] if "area_bin" in df else df.iloc[0:0]
+    if part.empty:
+        return None
+    bins = [b for b in bins if b in set(part["area_bin"])]
+    palette = colors(labels)
+    x = np.arange(len(bins))
+    with _figure(10, 3.6, ncols=2) as (fig, ax):
+        for col, (metric, unit) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
+            axis = ax[0, col]
+            means = _finite(part, metric).groupby(["area_bin", "label"])[metric].mean()
+            for label in labels:
+                if label not in set(part["label"]):
+                    continue
+                values = [means.get((b, label), np.nan) for b in bins]
+                if label == reference:
+                    axis.plot(x, values, label="input (reference)", zorder=3, **REFERENCE_STYLE)
+                else:
+                    axis.plot(x, values, "o-", color=palette[label], markersize=3.5, label=label)
+            axis.set_xticks(x, bins)
+            axis.set_xlabel("occluded share of the image (true mask)")
+            axis.set_ylabel(unit)
+        handles, names = ax[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), frameon=False)
+        fig.suptitle("PSNR and SSIM by occluded area (synthetic paired occlusions, mean over images)")
+        return _svg(fig, "by-area")
+
+
+def mask_iou(df) -> str | None:
+    """Distribution of per-image mask IoU for every label that predicts a mask, per split with true masks."""
+    part = _finite(df, "mask_iou") if "mask_iou" in df else df.iloc[0:0]
+    part = part[part["split"] != "test_clean"] if not part.empty else part
+    if part.empty:
+        return None
+    groups = [
+        (f"{label} ({SPLIT_NAMES.get(split, split)})", g["mask_iou"].to_numpy())
+        for (label, split), g in part.groupby(["label", "split"], sort=True)
+    ]
+    with _figure(8, 0.9 + 0.4 * len(groups)) as (fig, ax):
+        axis = ax[0, 0]
+        axis.boxplot([v for _, v in groups], orientation="horizontal", showmeans=True, widths=0.6)
+        axis.set_yticks(np.arange(1, len(groups) + 1), [name for name, _ in groups])
+        axis.invert_yaxis()
+        axis.set_xlim(0, 1)
+        axis.set_xlabel("mask IoU per image (1 = the predicted mask is the true one; triangle = mean)")
+        axis.set_title("Predicted occlusion masks against the true masks")
+        return _svg(fig, "mask-iou")
+
+
+def _smooth(values: np.ndarray) -> np.ndarray:
+    window = max(1, len(values) // 40)
+    if window == 1:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def training_losses(curves: dict[str, list[dict[str, float]]]) -> str | None:
+    """One panel per trained method: each loss term against the step (running mean over 1/40 of the run)."""
+    curves = {name: rows for name, rows in curves.items() if rows}
+    if not curves:
+        return None
+    ncols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / ncols)
+    rows_of_terms = max(math.ceil((len(rows[0]) - 1) / 3) for rows in curves.values())
+    with _figure(10, (2.6 + 0.16 * rows_of_terms) * nrows, ncols=ncols, nrows=nrows) as (fig, ax):
+        for k, (name, rows) in enumerate(curves.items()):
+            axis = ax[k // ncols, k % ncols]
+            steps = np.array([r["step"] for r in rows], dtype=float)
+            terms = [key for key in rows[0] if key != "step"]
+            positive = True
+            for term in terms:
+                values = np.array([r.get(term, np.nan) for r in rows], dtype=float)
+                smooth = _smooth(values)
+                axis.plot(steps[len(steps) - len(smooth) :], smooth, linewidth=1.2, label=term)
+                positive &= bool(np.nanmin(values) > 0) if np.isfinite(values).any() else True
+            axis.set_yscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1e-2}))
+            axis.set_title(name)
+            axis.set_xlabel("training step")
+            axis.set_ylabel("loss (log scale)" if positive else "loss (symlog scale)")
+            axis.legend(fontsize=7, frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+        for k in range(len(curves), nrows * ncols):
+            ax[k // ncols, k % ncols].set_visible(False)
+        fig.suptitle("Training losses per method")
+        return _svg(fig, "losses")
+
+
+def user_study(rows: list[dict[str, Any]]) -> str | None:
+    """Fig. 11: share of "best" votes per method with its Wilson 95% interval."""
+    rows = [r for r in rows or [] if r.get("n")]
+    if not rows:
+        return None
+    with _figure(8, 0.9 + 0.45 * len(rows)) as (fig, ax):
+        axis = ax[0, 0]
+        y = np.arange(len(rows))
+        pct = np.array([r["percent"] for r in rows])
+        err = np.array([[p - r["ci95_low"], r["ci95_high"] - p] for p, r in zip(pct, rows, strict=True)]).T
+        palette = colors([r["method"] for r in rows])
+        axis.barh(y, pct, color=[palette[r["method"]] for r in rows], xerr=err, capsize=4)
+        axis.set_yticks(y, [r["method"] for r in rows])
+        axis.invert_yaxis()
+        axis.axvline(100 / len(rows), **REFERENCE_STYLE, label="chance (equal shares)")
+        axis.set_xlim(0, 100)
+        axis.set_xlabel('share of items voted "best" (%), Wilson 95% interval')
+        axis.legend(frameon=False, loc="lower right")
+        axis.set_title(f"User study (Fig. 11), {rows[0]['n']} votes")
+        return _svg(fig, "user-study")
+
+
+def cmc(identification: dict[str, Any] | None) -> str | None:
+    """Fig. 12: identification rate at rank 1..5 per probe set; the occluded input is the reference."""
+    results = (identification or {}).get("results") or {}
+    if not results:
+        return None
+    ranks = np.arange(1, 6)
+    palette = colors(list(results))
+    with _figure(7, 3.8) as (fig, ax):
+        axis = ax[0, 0]
+        for name, r in results.items():
+            values = [100 * r[f"rank{k}"] for k in ranks]
+            if name == "occluded input":
+                axis.plot(ranks, values, label=name, **REFERENCE_STYLE)
+            else:
+                axis.plot(ranks, values, "o-", color=palette[name], markersize=4, label=name)
+        axis.set_xticks(ranks)
+        axis.set_xlabel("rank")
+        axis.set_ylabel("identification rate (%)")
+        axis.set_title("Face identification, CMC (Fig. 12)")
+        axis.legend(frameon=False, fontsize=8, loc="lower right")
+        return _svg(fig, "cmc")
+
+
+def significance(panels: list[dict[str, Any]]) -> str | None:
+    """Critical-difference style chart: each method at its mean per-image rank (1 = best); a bar joins the
+    methods of one significance group (members marked by dots), so labels under no common bar differ."""
+    panels = [p for p in panels if p["ranks"]]
+    if not panels:
+        return None
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    tallest = max(len(p["ranks"]) + 0.5 * len(set("".join(p["letters"].values()))) for p in panels)
+    with _figure(10, nrows * (1.3 + 0.26 * tallest), ncols=ncols, nrows=nrows) as (fig, ax):
+        for k, panel in enumerate(panels):
+            axis = ax[k // ncols, k % ncols]
+            ranks, letters = panel["ranks"], panel["letters"]
+            order = sorted(ranks, key=ranks.get)
+            middle = (len(order) + 1) / 2
+            axis.plot([ranks[label] for label in order], np.arange(len(order)), "o", color="black", markersize=4)
+            for i, label in enumerate(order):
+                left = ranks[label] > middle  # labels point to the middle, so none leaves the axes
+                axis.annotate(
+                    f"{label} [{letters.get(label, '')}]",
+                    (ranks[label], i),
+                    xytext=(-6 if left else 6, 0),
+                    textcoords="offset points",
+                    ha="right" if left else "left",
+                    va="center",
+                    fontsize=8,
+                )
+            for g, letter in enumerate(sorted(set("".join(letters.values())))):
+                xs = [ranks[label] for label in order if letter in letters.get(label, "")]
+                level = len(order) + 0.2 + 0.5 * g
+                axis.plot([min(xs), max(xs)], [level, level], color="tab:blue", linewidth=3, solid_capstyle="round")
+                axis.plot(xs, [level] * len(xs), "o", color="tab:blue", markersize=3)
+                axis.annotate(letter, (min(xs), level), xytext=(-10, 0), textcoords="offset points", va="center")
+            axis.set_yticks([])
+            axis.invert_yaxis()
+            axis.set_xlim(0.5, len(order) + 0.5)
+            axis.set_xlabel(f"mean rank over {panel['n']} images (1 = best {panel['unit']})")
+            axis.set_title(panel["title"])
+        for k in range(len(panels), nrows * ncols):
+            ax[k // ncols, k % ncols].set_visible(False)
+        fig.suptitle("Ranking: bars join methods that no Wilcoxon test (Holm, alpha 0.05) tells apart")
+        return _svg(fig, "significance")

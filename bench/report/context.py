@@ -1,0 +1,277 @@
+"""Everything the report shows about one run, computed from its folder alone (no model needed).
+
+Sections mirror the paper: Table III (PSNR/SSIM per method beside the reported numbers and the significance
+groups), Table IV (ablation variants), paired differences, mask quality and the Fig. 9 property (clean faces
+left alone), breakdowns by occluder family and occluded-area bin, the Fig. 7 block (mask-free methods side by
+side with their predicted masks), qualitative grids (Figs. 6, 10) and charts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from bench.io import png_data_uri, read_json, read_png
+from bench.report import charts, paired
+from bench.runstore import RunStore, summarize
+
+SPLIT_TITLES = {
+    "test_paired": "synthetic paired occlusions",
+    "test_natural": "natural occlusions",
+    "test_clean": "faces without occlusion",
+}
+QUALITY = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
+MASKS = [("mask_iou", "mask IoU", 3), ("mask_f1", "mask F1", 3)]
+REFERENCE_CHECK = 8  # samples compared to decide that a label returns its input
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def summary_value(summary, label: str, split: str, column: str) -> float | None:
+    """One cell (e.g. ``psnr_mean``) of a ``summarize`` table for a label and split, None when absent."""
+    if summary.empty or column not in summary:
+        return None
+    row = summary[(summary["label"] == label) & (summary["split"] == split)]
+    return _number(row[column].iloc[0]) if len(row) else None
+
+
+def table(summary, split: str, columns: list[tuple[str, str, int]], reported: dict[str, dict], letters=None) -> dict:
+    """Rows of ``summary`` for ``split``: mean ± std per column as text and as numbers, the paper's numbers
+    (once per method) and the significance letters of each compared metric."""
+    rows, seen = [], set()
+    part = summary[summary["split"] == split] if not summary.empty else summary
+    for _, r in part.iterrows():
+        r = r.to_dict()
+        values = [(_number(r.get(f"{c}_mean")), _number(r.get(f"{c}_std")) or 0.0) for c, _, _ in columns]
+        if all(mean is None for mean, _ in values):
+            continue  # e.g. mask scores of a method that predicts no mask
+        paper = reported.get(r["method"], {}) if r["method"] not in seen else {}
+        seen.add(r["method"])
+        rows.append(
+            {
+                "label": r["label"],
+                "method": r["method"],
+                "mask": r["mask_source"],
+                "n": int(r["n"]),
+                "values": values,
+                "cells": [
+                    "–" if m is None else f"{m:.{d}f} ± {s:.{d}f}"
+                    for (m, s), (_, _, d) in zip(values, columns, strict=True)
+                ],
+                "paper": [_number(paper.get(c)) for c, _, _ in columns],
+                "paper_cells": [fmt(paper.get(c), d) if c in paper else "" for c, _, d in columns],
+                "groups": {m: g["letters"].get(r["label"], "") for m, g in (letters or {}).items()},
+            }
+        )
+    return {"headers": [h for _, h, _ in columns], "columns": columns, "rows": rows, "grouped": list(letters or {})}
+
+
+def _breakdown(df, key: str, metric: str = "psnr") -> dict:
+    """Mean ``metric`` on the paired test set: one row per ``key`` value, one column per label."""
+    part = df[(df["split"] == "test_paired") & np.isfinite(df[metric])] if metric in df else df.iloc[0:0]
+    if part.empty:
+        return {"columns": [], "rows": []}
+    means = part.pivot_table(index=key, columns="label", values=metric, aggfunc="mean")
+    counts = part.groupby(key)["sample"].nunique()
+    lo, hi = float(means.min().min()), float(means.max().max())
+    rows = []
+    for value, row in means.iterrows():
+        cells = []
+        for label in means.columns:
+            v = row[label]
+            width = 0 if math.isnan(v) or hi == lo else 100 * (v - lo) / (hi - lo)
+            cells.append({"text": fmt(v, 2), "width": round(width)})
+        rows.append({"label": f"{value} (n={counts[value]})", "cells": cells})
+    return {"columns": [str(c) for c in means.columns], "rows": rows}
+
+
+def _cell(store: RunStore, label: str | None, split: str, sid: str) -> dict[str, Any]:
+    if label is None:
+        return {
+            "img": png_data_uri(store.input_path(split, "input", sid)),
+            "mask": png_data_uri(store.input_path(split, "mask", sid)),
+        }
+    return {
+        "img": png_data_uri(store.prediction_path(label, split, sid)),
+        "mask": png_data_uri(store.prediction_path(label, split, sid, mask=True)),
+    }
+
+
+def grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> dict:
+    """Input, each label's output (with its predicted mask) and the ground truth for the first samples."""
+    samples = sorted(df[df["split"] == split]["sample"].unique())[:examples] if not df.empty else []
+    if not samples or not labels:
+        return {"columns": [], "rows": []}
+    has_gt = (store.root / "inputs" / split / "gt").exists()
+    columns = ["input", *labels] + (["ground truth"] if has_gt else [])
+    rows = []
+    for sid in samples:
+        cells = [_cell(store, None, split, sid)] + [_cell(store, label, split, sid) for label in labels]
+        if has_gt:
+            cells.append({"img": png_data_uri(store.input_path(split, "gt", sid)), "mask": None})
+        rows.append({"sample": sid, "cells": cells})
+    return {"columns": columns, "rows": rows}
+
+
+def reference_label(store: RunStore, df, specs: dict[str, dict], trainable: dict[str, bool]) -> str | None:
+    """The label whose output is its input (e.g. a method registered as the floor), found by looking: a
+    mask-free, untrained label whose saved outputs equal the stored inputs pixel for pixel."""
+    samples = sorted(df[df["split"] == "test_paired"]["sample"].unique())[:REFERENCE_CHECK] if not df.empty else []
+    for label in sorted(set(df["label"])) if samples else []:
+        if specs.get(label, {}).get("needs_mask", True) or trainable.get(label, True):
+            continue
+        outputs = [store.prediction_path(label, "test_paired", sid) for sid in samples]
+        if all(p.exists() for p in outputs) and all(
+            np.array_equal(read_png(p), read_png(store.input_path("test_paired", "input", sid)))
+            for p, sid in zip(outputs, samples, strict=True)
+        ):
+            return label
+    return None
+
+
+def _training_curves(store: RunStore, names: list[str]) -> dict[str, list[dict[str, float]]]:
+    """Each trained method's ``training/<method>.jsonl`` (one line per step); damaged lines are skipped."""
+    import json
+
+    curves = {}
+    for name in names:
+        path = store.root / "training" / f"{name}.jsonl"
+        if not path.exists():
+            continue
+        rows = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "step" in row:
+                rows.append(row)
+        curves[name] = rows
+    return curves
+
+
+def fig7(store: RunStore, df, summary, methods: list[str], reference: str | None, examples: int) -> dict | None:
+    """The paper's unpaired comparison (Fig. 7): mask-free trained methods side by side on natural and
+    synthetic occlusions, their predicted masks, and one table of what they do to paired, natural and clean
+    faces (Fig. 9)."""
+    if not methods:
+        return None
+    splits = [s for s in ("test_natural", "test_paired") if not df.empty and (df["split"] == s).any()]
+    grids = [{"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, methods, examples)} for s in splits]
+
+    columns = []
+    for split in splits:
+        name = "synthetic" if split == "test_paired" else "natural"
+        columns += [(split, m, f"{name} {h}", d) for m, h, d in QUALITY + [("region_psnr", "occl. PSNR", 2)] + MASKS]
+    columns += [
+        ("test_clean", "psnr", "clean-face PSNR (dB)", 2),
+        ("test_clean", "occluded_fraction", "clean pixels marked occluded", 4),
+    ]
+    rows = []
+    for label in [*methods, *([reference] if reference else [])]:
+        cells = [fmt(summary_value(summary, label, split, f"{metric}_mean"), d) for split, metric, _, d in columns]
+        rows.append({"label": label + (" (input, reference)" if label == reference else ""), "cells": cells})
+    keep = [i for i in range(len(columns)) if any(r["cells"][i] != "–" for r in rows)]
+    return {
+        "grids": grids,
+        "headers": [columns[i][2] for i in keep],
+        "rows": [{"label": r["label"], "cells": [r["cells"][i] for i in keep]} for r in rows],
+    }
+
+
+def run_context(store: RunStore, examples: int) -> dict[str, Any]:
+    """Everything the template, the exports and the terminal summary need about one run."""
+    from bench.metrics import AREA_BINS, area_bin
+
+    manifest = store.manifest()
+    df = store.frame()
+    summary = summarize(df)
+    facts = manifest.get("methods", {})
+    specs = {label: f.get("spec", {}) for label, f in facts.items()}
+    training = manifest.get("training", {})
+    trainable = {label: training.get(label.split("@")[0], {}).get("trained") != "not trainable" for label in facts}
+    if not df.empty and "area" in df:
+        df["area_bin"] = df["area"].map(lambda a: area_bin(a) if a is not None and not math.isnan(a) else "")
+    reported = {label.split("@")[0]: spec.get("reported", {}) for label, spec in specs.items()}
+    labels = store.labels()
+    compared = paired.comparisons(df)
+    table3 = table(
+        summary,
+        "test_paired",
+        QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)],
+        reported,
+        compared.get("test_paired"),
+    )
+    variant_of = {label.split("@")[0]: spec.get("variant_of", "") for label, spec in specs.items()}
+    ablations = []
+    for base in sorted({v for v in variant_of.values() if v}):
+        rows = [r for r in table3["rows"] if base in (r["method"], variant_of.get(r["method"]))]
+        if len(rows) > 1:
+            ablations.append({**table3, "base": base, "rows": rows})
+    out_of_range = {}
+    if "out_of_range" in df:
+        means = df.groupby("label")["out_of_range"].mean()
+        out_of_range = {label: float(v) for label, v in means.items() if v > 0}
+    reference = reference_label(store, df, specs, trainable)
+    mask_free = [label for label in labels if not specs.get(label, {}).get("needs_mask", True) and trainable[label]]
+    study = read_json(store.root / "user_study" / "results.json")
+    identification = read_json(store.root / "identification.json")
+    area_order = [area_bin(lo) for lo in AREA_BINS[:-1]]
+    significance = [
+        {
+            "title": f"{paired.METRICS[m][0]}, {SPLIT_TITLES[split]}",
+            "unit": paired.METRICS[m][0],
+            "ranks": c["ranks"],
+            "letters": c["letters"],
+            "n": c["n_complete"],
+        }
+        for split, per in compared.items()
+        for m, c in per.items()
+    ]
+    names = [name for name, t in training.items() if t.get("trained") != "not trainable"]
+    figures = {
+        "significance": charts.significance(significance),
+        "family": charts.by_group(df, "family", "occluder family", labels, reference) if not df.empty else None,
+        "area": charts.by_area(df, labels, reference, area_order) if not df.empty else None,
+        "mask_iou": charts.mask_iou(df) if not df.empty else None,
+        "losses": charts.training_losses(_training_curves(store, names)),
+        "study": charts.user_study(study),
+        "cmc": charts.cmc(identification),
+    }
+    return {
+        "id": manifest.get("run_id", store.root.name),
+        "root": str(store.root),
+        "manifest": manifest,
+        "summary": summary,
+        "labels": labels,
+        "reference": reference,
+        "table3": table3,
+        "ablations": ablations,
+        "paired": [
+            {"split": split, "title": SPLIT_TITLES[split], "rows": paired.pair_rows(per)}
+            for split, per in compared.items()
+        ],
+        "compared": compared,
+        "out_of_range": out_of_range,
+        "natural": table(summary, "test_natural", QUALITY + MASKS, {}),
+        "clean": table(summary, "test_clean", QUALITY + [("occluded_fraction", "pixels marked occluded", 4)], {}),
+        "masks": table(summary, "test_paired", MASKS, {}),
+        "by_family": _breakdown(df, "family") if not df.empty else {"columns": [], "rows": []},
+        "by_area": _breakdown(df, "area_bin") if not df.empty else {"columns": [], "rows": []},
+        "fig7": fig7(store, df, summary, mask_free, reference, examples),
+        "grids": [{"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, labels, examples)} for s in SPLIT_TITLES],
+        "charts": {name: svg for name, svg in figures.items() if svg},
+        "study": study,
+        "identification": identification,
+        "failed": {k: v.get("error") for k, v in facts.items() if v.get("status") == "failed"},
+    }
