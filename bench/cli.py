@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from bench.report import Report
 
 app = typer.Typer(
     help="Face de-occlusion benchmark: train and evaluate OA-GAN and baselines under one protocol.",
@@ -32,6 +36,8 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             _fail(f"--opt expects key=value or method.key=value, got {pair!r}")
+        if key.strip() in out:
+            _fail(f"--opt {key.strip()} is given twice ({out[key.strip()]!r} and {value.strip()!r}); keep one")
         out[key.strip()] = value.strip()
     return out
 
@@ -127,11 +133,11 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
     console = Console()
     for name, rows in tables.items():
         table = Table(title=f"{name} options ({profile} profile): --opt {name.split(':')[0]}.KEY=VALUE")
-        table.add_column("option", no_wrap=True)
-        table.add_column("type", no_wrap=True)
-        table.add_column("default", no_wrap=True)
-        table.add_column("range")
-        table.add_column("help", ratio=1)
+        table.add_column("option", overflow="fold")  # wrapped, never cut to "…"
+        table.add_column("type", overflow="fold")
+        table.add_column("default", overflow="fold")
+        table.add_column("range", overflow="fold")
+        table.add_column("help", ratio=1, overflow="fold")
         for row in rows:
             table.add_row(row["name"], row["type"], repr(row["default"]), row["range"], row["help"])
         console.print(table if rows else f"{name}: no options")
@@ -174,11 +180,16 @@ def run(
     identification: bool = typer.Option(False, help="Also run the rank-1..5 identification protocol (Fig. 12)."),
     id_weights: Path | None = typer.Option(None, help="Local LightCNN-9 weights (official layout); else trained."),
     id_steps: int | None = typer.Option(None, help="LightCNN-9 training steps (default 300 quick, 2000 paper)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables: only the report's path (stdout)."),
+    as_json: bool = typer.Option(False, "--json", help="No progress; one JSON summary on stdout instead of the table."),
 ) -> None:
-    """Train (or load from cache) each method and evaluate all of them under the same protocol."""
+    """Train (or load from cache) each method, evaluate all of them under the same protocol, write the report."""
+    from rich.console import Console
+
     from bench.runner import RunConfig, RunError, Runner
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    console = Console(stderr=True, quiet=quiet or as_json)
     try:
         config = RunConfig(
             methods=names,
@@ -203,25 +214,54 @@ def run(
             id_weights=id_weights,
             id_steps=id_steps,
         )
-        store = Runner(config, argv=sys.argv).run()
+        store = Runner(config, argv=sys.argv, console=console).run()
     except (RunError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    from bench.report import summary_table
+    report = _render([store.root], None, 8, console)
+    ctx = report.runs[0]
+    if as_json:
+        import json
 
-    summary_table(store)
-    if store.manifest().get("status") != "complete":
+        from bench.report.terminal import json_summary
+
+        typer.echo(json.dumps(json_summary(ctx, report.path), indent=2))
+    elif quiet:
+        for label, error in ctx["failed"].items():
+            typer.echo(f"failed: {label}: {error}", err=True)
+        typer.echo(str(report.path))
+    else:
+        from bench.report.terminal import print_run
+
+        print_run(Console(), ctx, report.path)
+    if ctx["manifest"].get("status") != "complete":
         raise typer.Exit(1)
+
+
+def _render(runs: list[Path], output: Path | None, examples: int, console) -> Report:
+    """The report (and each run's exports), or one error line for a run folder that cannot be read."""
+    from bench.report import render_report
+
+    try:
+        with console.status("writing the report"):
+            return render_report(runs, output=output, examples=examples)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
 
 
 @app.command()
 def report(
-    runs: list[Path] = typer.Argument(None, help="Run folders (default: the newest run under results/runs)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="HTML file (default: <run>/report.html)."),
+    runs: list[Path] = typer.Argument(
+        None, help="Run folders (default: the newest run under results/runs); several are compared side by side."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="HTML file (default: <first run>/report.html)."),
     results: Path = typer.Option(Path("results"), help="Output root searched for the newest run."),
     examples: int = typer.Option(8, help="Samples in each qualitative grid."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing; the exit code says whether it worked."),
+    as_json: bool = typer.Option(False, "--json", help="Print the written files as JSON on stdout."),
 ) -> None:
-    """Render one self-contained HTML page: the paper's tables and figures for these runs."""
-    from bench.report import render_report
+    """Render one self-contained HTML page (paper tables, paired statistics, charts) and refresh each run's
+    results.json and LaTeX/Markdown tables."""
+    from rich.console import Console
 
     if examples < 0:
         _fail(f"--examples must be 0 or more, got {examples}")
@@ -230,11 +270,13 @@ def report(
         if not candidates:
             _fail(f"no runs under {results / 'runs'}; run `bench run` first or name a run folder")
         runs = [candidates[-1].parent]
-    try:
-        path = render_report(runs, output=output, examples=examples)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(str(path))
+    done = _render(runs, output, examples, Console(stderr=True, quiet=quiet or as_json))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"report": str(done.path), "exports": [str(p) for p in done.exports]}, indent=2))
+    elif not quiet:
+        typer.echo(str(done.path))
 
 
 @data_app.command("preview")
@@ -336,10 +378,26 @@ def perf(
 INTERRUPTED = "interrupted: finished work is kept; run the same command again to resume where it stopped"
 
 
+def _one_line_warnings():
+    """A ``warnings.showwarning``: each message once, as one ``warning:`` line on stderr (no source lines)."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            typer.echo(f"warning: {text}", err=True)
+
+    return show
+
+
 def main() -> None:
     """The console entry point: errors the user can act on are one line each, never a traceback."""
+    import warnings
+
     from bench.plugins import PluginError
 
+    warnings.showwarning = _one_line_warnings()
     try:
         code = app(standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):

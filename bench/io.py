@@ -18,10 +18,20 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide shared checkpoints
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -112,3 +122,42 @@ def disk_error_line(exc: OSError) -> str | None:
         f"cannot write {where}: {cause}; free space or choose another --output folder, then run the same "
         "command again (finished work is kept and resumed)"
     )
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds a folder's lock; the message names it."""
+
+
+class FolderLock:
+    """An exclusive advisory lock on ``folder/.lock`` (fcntl), released when the process ends however it ends,
+    so two ``bench run`` never write one run folder or train one checkpoint at once."""
+
+    def __init__(self, folder: Path, what: str) -> None:
+        self.path = folder / ".lock"
+        self.what = what
+        self.file = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "?"
+            self.file.close()
+            raise FolderBusy(
+                f"another bench run (pid {holder}) is using {self.what} {self.path.parent}; wait for it to finish, "
+                "or pass another --output"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # closing releases the lock

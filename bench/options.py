@@ -159,7 +159,7 @@ def _cast(who: str, key: str, raw: Any, tp: Any) -> Any:
             raise bad from None
         if not math.isfinite(value):
             raise OptionError(f"{who}: option {key}={raw!r} must be a finite number")
-        return value
+        return value + 0.0  # -0.0 and 0.0 are one setting (and one cache key)
     if tp is str:
         return str(raw)
     return raw

@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 from bench import __version__, distributed
 from bench.cache import CacheEntry, cache_entry, code_identity, env_weights, files_identity
 from bench.data.types import Benchmark
-from bench.evaluation import Evaluator, limit_splits, store_inputs
-from bench.io import config_hash, file_sha256
+from bench.evaluation import EVAL_SPLITS, Evaluator, limit_splits, store_inputs
+from bench.io import FolderBusy, FolderLock, config_hash, file_sha256
 from bench.method import Method, MethodContext, MethodSpec, make_context
 from bench.options import OptionError
 from bench.planning import RunConfig, RunError, plan_jobs
@@ -90,14 +91,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _git_hash() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def _git_hash() -> str | None:
+    """HEAD, with "-dirty" when the working tree differs from it (the cache keys hash the sources either way)."""
+    head = _git("rev-parse", "HEAD")
+    if head and _git("status", "--porcelain", "--untracked-files=no"):
+        head += "-dirty"
+    return head or None
 
 
 def find_or_create_run(config: RunConfig, argv: list[str]) -> RunStore:
@@ -215,9 +222,26 @@ class Runner:
             + ", ".join(f"{k} {len(v)}" for k, v in bench.splits().items())
             + f" ({time.perf_counter() - t0:.1f}s)"
         )
+        if not any(len(getattr(bench, split)) for split in EVAL_SPLITS):
+            raise RunError(
+                f"dataset {bench.name!r} has no test images, so nothing can be scored (CelebA's test faces are those "
+                "with partition 2 in list_eval_partition.txt)"
+            )
         dist = distributed.init(device)
         self.dist = dist
-        root = dist.broadcast(str(find_or_create_run(cfg, self.argv).root) if dist.main else None)
+        lock, error = nullcontext(), None
+        if dist.main:
+            store = find_or_create_run(cfg, self.argv)
+            lock = FolderLock(store.root, "run folder")
+            try:
+                lock.__enter__()
+            except FolderBusy as exc:
+                error = str(exc)
+        error = dist.broadcast(error)
+        if error:
+            dist.shutdown()
+            raise RunError(error)
+        root = dist.broadcast(str(store.root) if dist.main else None)
         store = RunStore(Path(root), rank=dist.rank)
         if dist.main:
             self.console.print(f"run folder: {store.root}" + (f" ({dist.world} ranks)" if dist.world > 1 else ""))
@@ -231,6 +255,7 @@ class Runner:
                 pass  # the disk that failed may be the one the manifest is on; the error says what to do
             raise
         finally:
+            lock.__exit__(None, None, None)
             dist.shutdown()
         return store
 
@@ -279,7 +304,10 @@ class Runner:
                 if name not in methods:
                     info = infos.get(job.spec.plugin)
                     methods[name] = self._get_method(planned[name], info, bench, occluder, fingerprint, store)
-                model = store.manifest()["training"].get(name, {}).get("model", "not trainable")
+                trained = store.manifest()["training"]
+                model = trained.get(name, {}).get("model", "not trainable")
+                if job.mask_source in trained:  # fed a mask source's predictions: its model is part of the rows
+                    model += f" | masks of {job.mask_source}: {trained[job.mask_source].get('model')}"
                 if store.claim_label(job.label, model):
                     self.console.print(f"[yellow]{job.label}: rows of another model were discarded and recomputed")
                 evaluator.evaluate(job, methods[name], splits, device)
@@ -350,9 +378,14 @@ class Runner:
         from bench.training import Budget, fit, load_checkpoint, save_checkpoint, state_digest
 
         cfg, name, steps = self.config, planned.spec.name, planned.ctx.total_steps
-        record = {"cache_key": config_hash(entry.key), "code": entry.key["code"], "steps_requested": steps}
+        key = config_hash(entry.key)
+        record = {"cache_key": key, "code": entry.key["code"], "steps_requested": steps}
         if entry.final.exists():
             saved = load_checkpoint(entry.final)
+            if saved.get("key") != key:
+                raise RunError(
+                    f"{name}: {entry.final} was not trained under its folder's cache key; delete it to retrain"
+                )
             if int(saved.get("step", -1)) != steps:
                 raise RunError(
                     f"{name}: cached {entry.final} holds {saved.get('step')} steps, its key says {steps}; delete it"
@@ -402,14 +435,16 @@ class Runner:
                 shown = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:3])
                 bar.update(task, completed=step, loss=shown)
 
-            result = fit(method, data, Budget(steps, cfg.time_budget), entry.folder, on_step=on_step, dist=self.dist)
+            budget = Budget(steps, cfg.time_budget)
+            with FolderLock(entry.folder, "checkpoint folder") if self.dist.main else nullcontext():
+                result = fit(method, data, budget, entry.folder, on_step=on_step, dist=self.dist, stamp=key)
         if result.resumed_from and self.dist.main:
             self.console.print(f"{name}: resumed training from step {result.resumed_from}")
         path = entry.last
         if result.finished:
             path = entry.final
             if self.dist.main:
-                save_checkpoint(entry.final, {"step": result.steps, "method": method.state_dict()})
+                save_checkpoint(entry.final, {"step": result.steps, "key": key, "method": method.state_dict()})
                 entry.last.unlink(missing_ok=True)
         elif self.dist.main:
             self.console.print(

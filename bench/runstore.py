@@ -41,6 +41,20 @@ METRIC_COLUMNS = (
 )
 
 
+METRIC_LIMIT = 1e6  # no metric the harness writes comes near this (PSNR of uint8 images stays under ~100 dB)
+
+
+def _check_values(row: dict[str, Any]) -> None:
+    """A metric is a finite number within METRIC_LIMIT, "inf"/"-inf" (written for an exact match) or absent;
+    anything else (NaN, a string, 1e308) was not written by the harness."""
+    for col in METRIC_COLUMNS:
+        value = row.get(col)
+        if value is None or value in ("inf", "-inf"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= METRIC_LIMIT:
+            raise ValueError(f"{col}={value!r}")
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -65,7 +79,9 @@ class RunStore:
         try:
             return json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{self.manifest_path} is corrupt ({exc}); delete the run folder") from exc
+            raise ValueError(
+                f"{self.manifest_path} is corrupt ({exc}); restore it from a copy, or delete the run folder"
+            ) from exc
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         if self.rank == 0:
@@ -145,7 +161,8 @@ class RunStore:
                 try:
                     row = json.loads(line)
                     key = (row["split"], row["sample"])
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    _check_values(row)
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     raise ValueError(
                         f"{where} is a damaged metrics row; run the same `bench run` again to recompute it"
                     ) from None
@@ -168,7 +185,8 @@ class RunStore:
             try:
                 row = json.loads(line)
                 key = (row["split"], row["sample"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+                _check_values(row)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 dropped += bool(line.strip())
                 continue
             if key in seen:

@@ -206,13 +206,15 @@ def fit(
     checkpoint_every: int = 50,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     dist: Dist | None = None,
+    stamp: str = "",
 ) -> FitResult:
     """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present.
 
     ``last.pt`` holds the step, the method's state (networks, optimisers, whatever else a step reads) and
     every random state, so a run killed after a checkpoint and started again ends bit-identical to one
     that was never killed (on CPU; GPU kernels may not be deterministic). The caller stores the final
-    model only when :attr:`FitResult.finished`.
+    model only when :attr:`FitResult.finished`. ``stamp`` (the cache key's hash) is written into ``last.pt`` and
+    must match on resume: a checkpoint copied in from another configuration is refused, not continued.
 
     Under ``torchrun`` (``dist.world > 1``) every rank runs this loop on its share of each batch; the
     optimisers the method names in ``parts()`` average gradients over the ranks, the logged losses are the
@@ -229,6 +231,8 @@ def fit(
         state = load_checkpoint(last)
         if "random" not in state:
             raise RuntimeError(f"{last} predates bit-exact resume (no random state); delete it to retrain")
+        if state.get("key", "") != stamp:
+            raise RuntimeError(f"{last} was written under another cache key than its folder's; delete it to retrain")
         method.load_state_dict(state["method"])
         set_random_state(state["random"], data)
         start = int(state["step"])
@@ -242,7 +246,8 @@ def fit(
     def checkpoint(step: int) -> None:
         history.flush()
         if dist.main:
-            save_checkpoint(last, {"step": step, "method": method.state_dict(), "random": random_state(data)})
+            state = {"step": step, "key": stamp, "method": method.state_dict(), "random": random_state(data)}
+            save_checkpoint(last, state)
 
     t0 = time.perf_counter()
     losses: dict[str, float] = {}

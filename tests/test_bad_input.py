@@ -119,6 +119,7 @@ CASES = [
     ("opt-bad-type", _run("--opt", "telea.radius=wide"), 2, "telea: option radius='wide' is not a valid float"),
     ("opt-not-finite", _run("--opt", "telea.radius=inf"), 2, "telea: option radius='inf' must be a finite number"),
     ("opt-no-equals", _run("--opt", "radius"), 2, "--opt expects key=value or method.key=value"),
+    ("opt-twice", _run("--opt", "radius=2", "--opt", "radius=3"), 2, "--opt radius is given twice ('2' and '3')"),
     ("opt-other-method", _run("--opt", "pconv.lr=1"), 2, "--opt pconv.lr: 'pconv' is not one of the run's methods"),
     (
         "opt-out-of-range",
@@ -271,14 +272,15 @@ def test_strict_plugin_mode_makes_a_broken_plugin_one_line(bench_main, monkeypat
     _check_one_line(code, err, 2, "plugin 'broken' failed to register its methods: ImportError")
 
 
-def test_sigint_says_how_to_resume_and_the_rerun_resumes(tiny_env, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_says_how_to_resume_and_the_rerun_resumes(tiny_env, tmp_path, signum):
     args = [sys.executable, "-m", "bench.cli", "run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "3"]
     args += ["--data-limit", "40", "--steps", "200", "--opt", "tinyfill.step_sleep=0.02", "--output", str(tmp_path)]
     proc = subprocess.Popen(args, env=tiny_env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("checkpoints/tinyfill/*/last.pt")):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
@@ -296,3 +298,48 @@ def test_a_run_that_fails_before_work_leaves_no_folder(bench_main, tmp_path):
     code, _, err = bench_main("run", "--methods", "telea", "--opt", "telea.radius=-1", "--output", str(tmp_path))
     _check_one_line(code, err, 2, "telea: option radius=-1.0 is out of range")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_configuration_never_share_a_folder(tiny_env, tmp_path):
+    args = [sys.executable, "-m", "bench.cli", "run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "3"]
+    args += ["--data-limit", "40", "--steps", "400", "--opt", "tinyfill.step_sleep=0.02", "--output", str(tmp_path)]
+    first = subprocess.Popen(args, env=tiny_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(tmp_path.glob("checkpoints/tinyfill/*/.lock")):
+            time.sleep(0.05)
+        second = subprocess.run(args, env=tiny_env, capture_output=True, text=True, timeout=300)
+    finally:
+        first.kill()
+        first.wait()
+    _check_one_line(second.returncode, second.stderr, 2, f"another bench run (pid {first.pid}) is using run folder")
+
+
+def test_a_celeba_folder_without_test_images_or_with_a_twice_listed_image_is_one_line(
+    shared_data, bench_main, tmp_path
+):
+    source = shared_data / "celeba-sample"
+    for damage, text in (
+        (lambda t: t.replace(" 2\n", " 0\n"), "has no test images, so nothing can be scored"),
+        (lambda t: t + t.splitlines()[0] + "\n", "is listed twice; keep one line per image"),
+    ):
+        root = tmp_path / f"celeba{len(text)}"
+        root.mkdir()
+        (root / "img_align_celeba").symlink_to(source / "img_align_celeba")
+        for name in ("identity_CelebA.txt", "list_attr_celeba.txt"):
+            (root / name).write_bytes((source / name).read_bytes())
+        partition = (source / "list_eval_partition.txt").read_text()
+        (root / "list_eval_partition.txt").write_text("\ufeff" + damage(partition))  # a byte-order mark too
+        code, _, err = bench_main(
+            "run",
+            "--methods",
+            "identity",
+            "--dataset",
+            str(root),
+            "--data-limit",
+            "30",
+            "--output",
+            str(tmp_path / "out"),
+        )
+        _check_one_line(code, err, 2, text)

@@ -63,3 +63,25 @@ def test_a_damaged_row_fails_loudly_and_a_run_repairs_it(tmp_path):
         store.read_rows("m")
     assert store.repair_rows("m") == 2  # the damaged line and the repeated row
     assert [r["sample"] for r in store.read_rows("m")] == ["a", "c"]  # b is recomputed by the run
+
+
+@pytest.mark.parametrize("value", ["NaN", '"20"', "1e308", "true", "[1]"])
+def test_a_metric_the_harness_cannot_have_written_is_damage(tmp_path, value):
+    store = RunStore(tmp_path)
+    store.append_rows("m", [{"split": "s", "sample": "a", "psnr": 1.0}])
+    with open(store.metrics_path("m"), "a") as f:
+        f.write('{"split": "s", "sample": "b", "psnr": ' + value + "}\n")
+    with pytest.raises(ValueError, match=r"m.jsonl:2 is a damaged metrics row"):
+        store.read_rows("m")
+
+
+def test_a_label_fed_another_model_drops_its_rows_and_predictions(tmp_path):
+    store = RunStore(tmp_path)
+    store.write_manifest({"methods": {}})
+    assert not store.claim_label("telea@oagan", "not trainable | masks of oagan: m1")
+    store.append_rows("telea@oagan", [{"split": "s", "sample": "a", "psnr": 1.0}])
+    write_png(store.prediction_path("telea@oagan", "s", "a"), np.zeros((4, 4, 3), np.uint8))
+    assert not store.claim_label("telea@oagan", "not trainable | masks of oagan: m1")  # the same: kept
+    assert store.read_rows("telea@oagan")
+    assert store.claim_label("telea@oagan", "not trainable | masks of oagan: m2")  # the mask source changed
+    assert store.read_rows("telea@oagan") == [] and not store.prediction_path("telea@oagan", "s", "a").exists()

@@ -221,3 +221,15 @@ def test_the_default_mask_source_path_feeds_oagan_masks(bench_main, tmp_path):
     code, _, err = bench_main(*args, "--seed", "0")  # a new run (the first is complete), the same model key
     assert code == 0, err
     assert _manifest(tmp_path)["training"]["oagan"]["cached"] is True
+
+
+def test_a_checkpoint_copied_in_from_another_key_is_refused(tiny_plugin, bench_main, tmp_path):
+    out = str(tmp_path)
+    assert bench_main(*RUN, "--opt", "tinyfill.lr=0.01", "--output", out)[0] == 0
+    assert bench_main(*RUN, "--output", out)[0] == 0
+    a, b = (tmp_path / "checkpoints" / "tinyfill").iterdir()
+    (b / "model.pt").write_bytes((a / "model.pt").read_bytes())  # copied over by hand
+    code, _, err = bench_main(*RUN, "--output", out)
+    code_a, _, err_a = bench_main(*RUN, "--opt", "tinyfill.lr=0.01", "--output", out)
+    said = " ".join((err + err_a).split())  # the console wraps long lines
+    assert {code, code_a} == {0, 1} and "was not trained under its folder's cache key; delete it to retrain" in said

@@ -251,7 +251,7 @@ def _layout_hint(root: Path) -> str:
 def _lines(path: Path, root: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: not found. {_layout_hint(root)}")
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not a file name
         return f.read().splitlines()
 
 
@@ -274,6 +274,8 @@ def _read_pairs(path: Path, root: Path, valid: set[int] | None = None) -> dict[s
         value = _ints(path, number, fields[1:])[0]
         if valid is not None and value not in valid:
             raise DataError(f"{path}, line {number}: value {value} is not one of {sorted(valid)}")
+        if fields[0] in out:
+            raise DataError(f"{path}, line {number}: {fields[0]} is listed twice; keep one line per image")
         out[fields[0]] = value
     if not out:
         raise DataError(f"{path}: is empty")
