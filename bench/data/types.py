@@ -196,7 +196,8 @@ class TrainData:
         """Domain A: ``natural_share`` of the batch from the natural set (when it has images), the rest clean
         faces with a fresh synthetic occlusion; domain B: clean faces drawn from the *other* images, so no
         (occluded, clean) pair of one image ever appears (the unpaired setting of the paper's Fig. 2c)."""
-        n_natural = round(batch_size * natural_share) if len(self.natural) else 0
+        expected = batch_size * natural_share if len(self.natural) else 0.0
+        n_natural = int(expected) + int(self.rng.random() < expected - int(expected))  # share kept even at batch 1
         nat = self.rng.integers(0, len(self.natural), n_natural) if n_natural else np.zeros(0, np.int64)
         sources = self.rng.choice(len(self.clean), batch_size - n_natural, replace=False)
         others = np.setdiff1d(np.arange(len(self.clean)), sources)
