@@ -46,6 +46,7 @@ from bench.data.types import TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.gan import GANLoss, ImagePool, patch_discriminator
 from bench.nn.init import normal_init
+from bench.nn.two_path import to_01, to_pm1
 from bench.options import Options, option
 
 
@@ -136,14 +137,6 @@ QUICK: dict[str, Any] = dict(ngf=16, ndf=16, n_blocks=3, batch_size=4)
 CycleGANOptions.profiles = {"quick": QUICK}
 
 
-def _to_pm1(x: torch.Tensor) -> torch.Tensor:
-    return x * 2 - 1
-
-
-def _to_01(x: torch.Tensor) -> torch.Tensor:
-    return (x + 1) / 2
-
-
 class CycleGANMethod(Method):
     """Two generators and two PatchGAN critics trained on unpaired occluded / clean faces; restores with G_A."""
 
@@ -207,7 +200,7 @@ class CycleGANMethod(Method):
             if self.cfg.flip:
                 flip = (torch.rand(len(x)) < 0.5).to(x.device).view(-1, 1, 1, 1)
                 x = torch.where(flip, x.flip(-1), x)
-            images.append(_to_pm1(x))
+            images.append(to_pm1(x))
         return images[0], images[1]
 
     def generator_losses(
@@ -276,7 +269,7 @@ class CycleGANMethod(Method):
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Restoration:
         """Mask-free: ``masks`` is ignored; G_A translates each face on its own (InstanceNorm, no statistics)."""
         self.G_A.eval()
-        out = _to_01(self.G_A(_to_pm1(images.to(self.ctx.device)))).clamp(0, 1)
+        out = to_01(self.G_A(to_pm1(images.to(self.ctx.device)))).clamp(0, 1)
         return Restoration(out.to(images.device))
 
     def info(self) -> dict[str, Any]:

@@ -62,7 +62,7 @@ from bench.data.types import TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.init import normal_init
 from bench.nn.losses import gradient_penalty, total_variation
-from bench.nn.two_path import GeneratorOutput, TwoPathGenerator
+from bench.nn.two_path import GeneratorOutput, TwoPathGenerator, to_01, to_pm1
 from bench.options import Options, option
 from oagan.discriminator import OAGANDiscriminator
 
@@ -103,14 +103,6 @@ class GANimationOptions(Options):
 # The CPU profile: 64 px, ~300 steps instead of ~33k. See the module docstring; measured numbers in the report.
 QUICK = dict(width=16, d_width=16, res_blocks=3, batch_size=8, n_critic=1, lr=3e-4, lr_decay_start=0.5, lambda_idt=10.0)
 GANimationOptions.profiles = {"quick": QUICK}
-
-
-def _to_pm1(x: torch.Tensor) -> torch.Tensor:
-    return x * 2 - 1
-
-
-def _to_01(x: torch.Tensor) -> torch.Tensor:
-    return (x + 1) / 2
 
 
 def condition_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -174,7 +166,7 @@ class GANimationMethod(Method):
         """Sources x (occluded, then clean) in [-1, 1], their real conditions c_x and the noisy targets c_t."""
         cfg, dev = self.cfg, self.ctx.device
         b = self.data.unpaired(cfg.batch_size, cfg.natural_share)
-        x = _to_pm1(torch.cat([b.occluded, b.clean]).to(dev))
+        x = to_pm1(torch.cat([b.occluded, b.clean]).to(dev))
         real = torch.cat([self.conditions(b.occluded_attributes, True), self.conditions(b.clean_attributes, False)])
         target = real.clone()
         target[:, 0] = 1 - real[:, 0]
@@ -279,9 +271,9 @@ class GANimationMethod(Method):
         """Mask-free: ``masks`` is ignored. Returns G(x, (0, estimated attributes)) and the mask 1 - A."""
         self.G.eval()
         self.D.eval()
-        x = _to_pm1(images.to(self.ctx.device))
+        x = to_pm1(images.to(self.ctx.device))
         out = self.G(x, self.test_condition(x))
-        return Restoration(_to_01(out.final).clamp(0, 1).to(images.device), (1 - out.keep).to(images.device))
+        return Restoration(to_01(out.final).clamp(0, 1).to(images.device), (1 - out.keep).to(images.device))
 
     def info(self) -> dict[str, Any]:
         return {"condition": ["occluded", *self.attributes]}

@@ -60,7 +60,7 @@ from bench.method import Method, MethodContext, Restoration
 from bench.nn.gan import GANLoss, ImagePool, patch_discriminator
 from bench.nn.init import normal_init
 from bench.nn.losses import perceptual_loss, total_variation
-from bench.nn.two_path import GeneratorOutput, Trunk, TwoPathGenerator, mask_head, rgb_head
+from bench.nn.two_path import GeneratorOutput, Trunk, TwoPathGenerator, mask_head, rgb_head, to_01, to_pm1
 from bench.nn.vgg import POOL_SLICES, VGGFeatures, find_vgg_weights
 from bench.options import Options, option
 
@@ -168,14 +168,6 @@ def lr_at(step: int, total: int, lr: float, decay_start: float) -> float:
     return lr * max(0.0, (total - step) / max(1.0, total - start))
 
 
-def _to_pm1(x: torch.Tensor) -> torch.Tensor:
-    return x * 2 - 1
-
-
-def _to_01(x: torch.Tensor) -> torch.Tensor:
-    return (x + 1) / 2
-
-
 class SelfRegMethod(Method):
     """One attention/transformation generator against a PatchGAN; mask-free restore, mask = A."""
 
@@ -219,8 +211,8 @@ class SelfRegMethod(Method):
         """``l_reg(x, G(x))`` on the first ``reg_layers`` VGG blocks; ``x`` and ``out`` in [-1, 1]."""
         n = self.cfg.reg_layers
         with torch.no_grad():
-            target = low_level_features(self.vgg, _to_01(x), n)
-        feats = low_level_features(self.vgg, _to_01(out), n)
+            target = low_level_features(self.vgg, to_01(x), n)
+        feats = low_level_features(self.vgg, to_01(out), n)
         if self.cfg.reg_distance == "lpips":
             return lpips_distance(feats, target)
         return perceptual_loss(feats, target)
@@ -258,8 +250,8 @@ class SelfRegMethod(Method):
                 group["lr"] = lr
         self.G.train()
         batch = self.data.unpaired(cfg.batch_size, cfg.natural_share)
-        x = _to_pm1(batch.occluded.to(dev))
-        real = _to_pm1(batch.clean.to(dev))
+        x = to_pm1(batch.occluded.to(dev))
+        real = to_pm1(batch.clean.to(dev))
 
         out = self.G(x)
         self.D.requires_grad_(False)
@@ -287,8 +279,8 @@ class SelfRegMethod(Method):
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Restoration:
         """Mask-free (``masks`` is ignored): the output ``A * T(x) + (1 - A) * x`` and the attention A."""
         self.G.eval()
-        out = self.G(_to_pm1(images.to(self.ctx.device)))
-        final = _to_01(out.final).clamp(0, 1).to(images.device)
+        out = self.G(to_pm1(images.to(self.ctx.device)))
+        final = to_01(out.final).clamp(0, 1).to(images.device)
         return Restoration(final, (1 - out.keep).clamp(0, 1).to(images.device))
 
     def info(self) -> dict[str, Any]:

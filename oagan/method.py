@@ -19,7 +19,7 @@ import torch
 from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES, TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.losses import gradient_penalty
-from bench.nn.two_path import GeneratorOutput
+from bench.nn.two_path import GeneratorOutput, to_01, to_pm1
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 from bench.options import Options, option
 from oagan import losses as L
@@ -193,14 +193,6 @@ def attribute_names(names: tuple[str, ...], preset: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _to_pm1(x: torch.Tensor) -> torch.Tensor:
-    return x * 2 - 1
-
-
-def _to_01(x: torch.Tensor) -> torch.Tensor:
-    return (x + 1) / 2
-
-
 class OAGANMethod(Method):
     """OA-GAN (Cai et al., TIFS 2021): predicts its own mask; mask crosses the API as 1 - M."""
 
@@ -266,15 +258,15 @@ class OAGANMethod(Method):
             if n_clean:
                 x, hole = x.clone(), hole.clone()
                 x[:n_clean], hole[:n_clean] = batch.clean[:n_clean], 0
-            gt, hole = _to_pm1(batch.clean.to(dev)), hole.to(dev)
+            gt, hole = to_pm1(batch.clean.to(dev)), hole.to(dev)
         else:
             x, attrs = self.data.natural_batch(cfg.batch_size)
         real = self.data.clean_batch(cfg.batch_size)
-        x = _to_pm1(x.to(dev))
+        x = to_pm1(x.to(dev))
         update_g = step % cfg.n_critic == 0
         with torch.set_grad_enabled(update_g):
             out = self.G(x)
-        losses = self._critic_step(_to_pm1(real.images.to(dev)), self._attrs(real.attributes), out.final.detach())
+        losses = self._critic_step(to_pm1(real.images.to(dev)), self._attrs(real.attributes), out.final.detach())
         if update_g:
             losses.update(self._generator_step(out, gt, hole, self._attrs(attrs), paired))
         return losses
@@ -324,8 +316,8 @@ class OAGANMethod(Method):
         if paired:
             if self.vgg is not None:
                 with torch.no_grad():  # the target's features need no backward pass: a third of VGG's cost
-                    target = self.vgg(_to_01(gt))
-                feats = self.vgg(_to_01(torch.cat([out.synth, out.final])))
+                    target = self.vgg(to_01(gt))
+                feats = self.vgg(to_01(torch.cat([out.synth, out.final])))
                 synth, final = zip(*(f.chunk(2) for f in feats), strict=True)
                 terms["perceptual"] = (cfg.lambda_perceptual, L.perceptual(synth, final, target))
                 terms["style"] = (cfg.lambda_style, L.style(synth, final, target))
@@ -351,8 +343,8 @@ class OAGANMethod(Method):
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Restoration:
         """Mask-free: ``masks`` is ignored. Returns x_final and the soft occlusion mask 1 - M."""
         self.G.eval()
-        out = self.G(_to_pm1(images.to(self.ctx.device)))
-        final = _to_01(out.final).clamp(0, 1).to(images.device)
+        out = self.G(to_pm1(images.to(self.ctx.device)))
+        final = to_01(out.final).clamp(0, 1).to(images.device)
         return Restoration(final, (1 - out.keep).to(images.device))
 
     def info(self) -> dict[str, Any]:

@@ -15,6 +15,15 @@ from torch import nn
 from bench.nn.init import normal_init
 
 
+def to_pm1(x: torch.Tensor) -> torch.Tensor:
+    """[0,1] (the harness's images) -> [-1,1] (what these generators read and write)."""
+    return x * 2 - 1
+
+
+def to_01(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1) / 2
+
+
 class GeneratorOutput(NamedTuple):
     final: torch.Tensor  # [B,3,H,W] in [-1,1], Eq. (2)
     synth: torch.Tensor  # [B,3,H,W] in [-1,1], the completion module's face
