@@ -393,10 +393,15 @@ def _one_line_warnings():
 
 def main() -> None:
     """The console entry point: errors the user can act on are one line each, never a traceback."""
+    import signal
     import warnings
 
     from bench.plugins import PluginError
 
+    def terminated(signum, frame) -> None:  # SIGTERM (a scheduler, `timeout`) ends a run like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
     warnings.showwarning = _one_line_warnings()
     try:
         code = app(standalone_mode=False)
