@@ -80,6 +80,14 @@ def test_generator_layers_are_cyclegans():
     assert torch.equal(block(x), x)  # residual: a zero body is the identity
 
 
+def test_batch_norm_variant_drops_the_conv_biases():
+    g = ResnetGenerator(ngf=4, n_blocks=1, norm="batch")
+    convs = [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert [c.bias is not None for c in convs] == [False] * (len(convs) - 1) + [True]  # the output conv keeps its
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 1 + 2 + 2 + 2
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in g.modules())
+
+
 def test_init_is_normal_002(make_context):
     method = CycleGANMethod(make_context(CycleGANMethod, 64, profile="paper", ngf=16, ndf=16))
     weights = torch.cat([m.weight.flatten() for m in method.G_A.modules() if isinstance(m, nn.Conv2d)])

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from baselines.ganimation import GANimationMethod, attention_terms, condition_mse
+from baselines.ganimation import GANimationMethod, attention_terms, condition_mse, saturate
 from bench.options import OptionError
 from oagan.discriminator import CriticOutput
 from tests.util import check_bit_exact_resume
@@ -89,6 +89,25 @@ def test_condition_and_attention_terms_by_hand():
     b = torch.full((1, 1, 2, 2), 0.5)  # mean 1/2, TV 0
     mask, smooth = attention_terms((a, b))
     assert mask.item() == pytest.approx(0.75 + 0.5) and smooth.item() == pytest.approx(2.0)
+
+
+def test_saturated_attention_is_blended_as_the_official_option(make_context):
+    a = torch.tensor([0.0, 0.5, 0.9, 1.0])
+    expected = [
+        0.5 - 0.55 * torch.tanh(torch.tensor(1.5)).item(),  # 0.0022: within [0, 1] the clamp never acts
+        0.5,
+        0.55 * torch.tanh(torch.tensor(1.2)).item() + 0.5,
+        0.55 * torch.tanh(torch.tensor(1.5)).item() + 0.5,
+    ]
+    assert saturate(a).tolist() == pytest.approx(expected, abs=1e-6)
+    method = _method(make_context, saturate_mask=True)
+    x, cond = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 11)
+    raw, out = method.G(x, cond), method.generate(x, cond)
+    keep = saturate(raw.keep)
+    assert torch.equal(out.keep, keep) and torch.allclose(out.final, keep * x + (1 - keep) * raw.synth)
+    assert torch.allclose(
+        method.restore((x + 1) / 2, None).masks, 1 - method.generate(x, method.test_condition(x)).keep
+    )
 
 
 class _StubCritic(torch.nn.Module):
