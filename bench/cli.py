@@ -101,6 +101,14 @@ def list_plugins(
             spec.summary,
         )
     console.print(details)
+    recognizers = Table(title="recognizers (bench run --identification --id-model NAME)")
+    for col in ("recognizer", "plugin", "installed"):
+        recognizers.add_column(col, no_wrap=True)
+    recognizers.add_column("summary", ratio=1)
+    for name, spec in sorted(reg.recognizers.items()):
+        missing = spec.missing()
+        recognizers.add_row(name, spec.plugin, f"no: {spec.install}" if missing else "yes", spec.summary)
+    console.print(recognizers)
 
 
 def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
@@ -178,8 +186,11 @@ def run(
         None, help="Your own naturally occluded faces (evaluated as test_natural)."
     ),
     identification: bool = typer.Option(False, help="Also run the rank-1..5 identification protocol (Fig. 12)."),
-    id_weights: Path | None = typer.Option(None, help="Local LightCNN-9 weights (official layout); else trained."),
-    id_steps: int | None = typer.Option(None, help="LightCNN-9 training steps (default 300 quick, 2000 paper)."),
+    id_model: str = typer.Option(
+        "lightcnn9", help="Recognizers for --identification, comma-separated (dlib: pip install -e '.[face]')."
+    ),
+    id_weights: Path | None = typer.Option(None, help="Local recognizer weights (LightCNN-9: official layout)."),
+    id_steps: int | None = typer.Option(None, help="Recognizer training steps (LightCNN-9: 600 quick, 2000 paper)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables: only the report's path (stdout)."),
     as_json: bool = typer.Option(False, "--json", help="No progress; one JSON summary on stdout instead of the table."),
 ) -> None:
@@ -213,6 +224,7 @@ def run(
             identification=identification,
             id_weights=id_weights,
             id_steps=id_steps,
+            id_model=id_model,
         )
         store = Runner(config, argv=sys.argv, console=console).run()
     except (RunError, FileNotFoundError, ValueError) as exc:

@@ -14,3 +14,9 @@ def register_methods(register):
 
     Factories are ``"module:attr"`` strings so that listing plugins never imports torch.
     """
+
+
+@hookspec
+def register_recognizers(register):
+    """Register face recognizers for identification (Fig. 12): call ``register(RecognizerSpec(...))`` once per
+    recognizer (``bench.identification.recognizer``); factories are ``"module:attr"`` strings, as for methods."""

@@ -66,10 +66,13 @@ class RunConfig:
     identification: bool = False  # the Fig. 12 protocol (trains a LightCNN-9 unless id_weights is given)
     id_weights: Path | None = None
     id_steps: int | None = None
+    id_model: list[str] = field(default_factory=lambda: ["lightcnn9"])  # recognizers (plugins) for identification
 
     def __post_init__(self) -> None:
         if isinstance(self.mask_source, str):
             self.mask_source = [s.strip() for s in self.mask_source.split(",") if s.strip()]
+        if isinstance(self.id_model, str):
+            self.id_model = [s.strip() for s in self.id_model.split(",") if s.strip()]
         self.validate()
         if self.image_size is None:
             self.image_size = PROFILE_SIZE[self.profile]
@@ -113,6 +116,10 @@ class RunConfig:
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
         _existing("--id-weights", self.id_weights, "file")
+        if not self.id_model:
+            raise RunError("--id-model is empty; name a recognizer (e.g. lightcnn9 or dlib)")
+        if len(set(self.id_model)) != len(self.id_model):
+            raise RunError(f"--id-model names a recognizer twice: {','.join(self.id_model)}")
         if self.dataset != "synthetic":
             root = Path(self.dataset.removeprefix("celeba:")).expanduser()
             if not root.is_dir():

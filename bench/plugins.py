@@ -19,6 +19,7 @@ from difflib import get_close_matches
 import pluggy
 
 from bench import hookspecs
+from bench.identification.recognizer import RecognizerSpec
 from bench.method import MethodSpec
 
 
@@ -40,6 +41,15 @@ class Registry:
     methods: dict[str, MethodSpec]
     plugins: list[PluginInfo]
     conflicts: dict[str, list[str]] = field(default_factory=dict)  # method name -> the plugins that all register it
+    recognizers: dict[str, RecognizerSpec] = field(default_factory=dict)  # face recognizers (identification)
+
+    def recognizer(self, name: str) -> RecognizerSpec:
+        if name in self.recognizers:
+            return self.recognizers[name]
+        hint = get_close_matches(name, list(self.recognizers), n=3)
+        known = ", ".join(sorted(self.recognizers)) or "none"
+        tail = f"did you mean {', '.join(hint)}?" if hint else f"available: {known}"
+        raise KeyError(f"unknown recognizer {name!r}; {tail}")
 
     def get(self, name: str) -> MethodSpec:
         if name in self.conflicts:
@@ -153,7 +163,44 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
             info.error = f"{type(exc).__name__}: {exc}"
     for name in conflicts:
         methods.pop(name, None)
-    return Registry(methods, infos, conflicts)
+    return Registry(methods, infos, conflicts, _recognizers(pm, by_name))
+
+
+def _recognizers(pm: pluggy.PluginManager, by_name: dict[str, PluginInfo]) -> dict[str, RecognizerSpec]:
+    """Call ``register_recognizers`` on every plugin; as for methods, a failing hook is reported, and a name two
+    plugins register is unusable."""
+    found: dict[str, RecognizerSpec] = {}
+    twice: set[str] = set()
+    for plugin in pm.get_plugins():
+        pname = pm.get_name(plugin) or repr(plugin)
+        caller = pm.subset_hook_caller(
+            "register_recognizers", remove_plugins=[p for p in pm.get_plugins() if p is not plugin]
+        )
+
+        def register(spec: RecognizerSpec, _name: str = pname) -> None:
+            if not isinstance(spec, RecognizerSpec):
+                raise TypeError(f"register() takes a RecognizerSpec, got {type(spec).__name__}")
+            if spec.name in found:
+                twice.add(spec.name)
+                message = f"recognizer {spec.name!r} is registered by both {found[spec.name].plugin} and {_name}"
+                if _strict():
+                    raise PluginError(message)
+                by_name[_name].error = message
+                return
+            object.__setattr__(spec, "plugin", _name)
+            found[spec.name] = spec
+
+        try:
+            caller(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:
+            if _strict():
+                raise PluginError(
+                    f"plugin {pname!r} failed to register its recognizers: {type(exc).__name__}: {exc}"
+                ) from exc
+            by_name[pname].error = f"{type(exc).__name__}: {exc}"
+    return {name: spec for name, spec in found.items() if name not in twice}
 
 
 _pm: pluggy.PluginManager | None = None

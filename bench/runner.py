@@ -72,7 +72,11 @@ def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Any]:
 
     bench, hit = cached_benchmark(config.output / "cache" / "data", key, build)
     bench.info = {**bench.info, "cache": "loaded (memory-mapped)" if hit else "built and stored"}
-    if natural is not None:
+    if config.identification:  # a gallery of a few people says nothing: re-split by identity (recorded)
+        from bench.identification.split import identity_split
+
+        bench = identity_split(bench, occluder, config.seed)
+    if natural is not None:  # after the re-split, so the user's test images are never pooled into training
         bench.test_natural = natural
         bench.known_fingerprint = None  # a different natural test set: hash again
         bench.info["test_natural"] = f"folder {config.natural_folder}"
@@ -175,6 +179,8 @@ class Runner:
         except KeyError as exc:
             raise RunError(exc.args[0]) from exc
         jobs = plan_jobs(specs, cfg.mask_source, registry)
+        if cfg.identification:
+            check_recognizers(cfg, registry)
         specs = list({job.spec.name: job.spec for job in jobs}.values())
         classes = {}
         for spec in specs:
@@ -324,11 +330,14 @@ class Runner:
         failed = sorted(set().union(*dist.gather(failed))) if dist.world > 1 else sorted(set(failed))
         if dist.main:
             if cfg.identification:
-                from bench.identification import run_identification
+                from bench.identification.run import run_identification
 
                 try:
-                    labels = [j.label for j in jobs if j.label not in failed]
-                    run_identification(store, bench, splits, labels, cfg, device, self.console)
+                    done = [j for j in jobs if j.label not in failed]
+                    broken = run_identification(
+                        store, bench, splits, done, methods, cfg, device, self.console, registry, occluder
+                    )
+                    failed += [f"identification:{name}" for name in broken]
                 except Exception as exc:
                     failed.append("identification")
                     self.console.print(f"[red]identification failed: {type(exc).__name__}: {exc}")
@@ -479,6 +488,24 @@ class Runner:
         source = entry.folder / LOSSES
         if source.exists():
             atomic_write_bytes(store.root / "training" / f"{name}.jsonl", source.read_bytes())
+
+
+def check_recognizers(cfg: RunConfig, registry) -> None:
+    """Every ``--id-model`` is registered and installed, and ``--id-weights`` has a recognizer that reads it."""
+    specs = []
+    for name in cfg.id_model:
+        try:
+            spec = registry.recognizer(name)
+        except KeyError as exc:
+            raise RunError(f"--id-model {exc.args[0]}") from exc
+        missing = spec.missing()
+        if missing:
+            raise RunError(f"--id-model {name} needs {', '.join(missing)}, not installed; {spec.install}")
+        if spec.weights == "required" and cfg.id_weights is None:
+            raise RunError(f"--id-model {name} needs a weights file; give it with --id-weights FILE")
+        specs.append(spec)
+    if cfg.id_weights is not None and all(s.weights == "none" for s in specs):
+        raise RunError(f"--id-weights: none of --id-model {','.join(cfg.id_model)} reads a weights file; drop it")
 
 
 def metric_conventions() -> dict[str, str]:

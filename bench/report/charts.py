@@ -17,6 +17,11 @@ from typing import Any
 import numpy as np
 
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+VARIANT_TITLES = {
+    "pretrained": "pretrained",
+    "a": "(a) trained on clean faces",
+    "b": "(b) trained on each method's restorations",
+}
 SPLIT_NAMES = {"test_paired": "synthetic", "test_natural": "natural", "test_clean": "clean"}
 _RC = {
     "svg.fonttype": "path",
@@ -215,26 +220,50 @@ def user_study(rows: list[dict[str, Any]]) -> str | None:
         return _svg(fig, "user-study")
 
 
+def identification_rows(identification: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``identification.json``'s rows; a file of the first version (one LightCNN-9, natural probes, no
+    intervals: ``{"results": {probe set: {"probes": n, "rank1": ...}}}``) is read into the same shape."""
+    results = (identification or {}).get("results") or []
+    if isinstance(results, list):
+        return results
+    model = str(identification.get("model", "LightCNN-9"))
+    return [
+        {"recognizer": model, "variant": "", "set": "natural", "probes": name, "n": r.get("probes"), "identities": None}
+        | {key: value for key, value in r.items() if key.startswith("rank")}
+        for name, r in results.items()
+    ]
+
+
 def cmc(identification: dict[str, Any] | None) -> str | None:
-    """Fig. 12: identification rate at rank 1..5 per probe set; the occluded input is the reference."""
-    results = (identification or {}).get("results") or {}
-    if not results:
+    """Fig. 12: identification rate at rank 1..5, one panel per recognizer and training variant, one line per
+    probe set (solid: synthetic paired set, dotted: natural occlusions); the occluded input is drawn black."""
+    rows = identification_rows(identification)
+    if not rows:
         return None
-    ranks = np.arange(1, 6)
-    palette = colors(list(results))
-    with _figure(7, 3.8) as (fig, ax):
-        axis = ax[0, 0]
-        for name, r in results.items():
-            values = [100 * r[f"rank{k}"] for k in ranks]
-            if name == "occluded input":
-                axis.plot(ranks, values, label=name, **REFERENCE_STYLE)
-            else:
-                axis.plot(ranks, values, "o-", color=palette[name], markersize=4, label=name)
-        axis.set_xticks(ranks)
-        axis.set_xlabel("rank")
-        axis.set_ylabel("identification rate (%)")
-        axis.set_title("Face identification, CMC (Fig. 12)")
-        axis.legend(frameon=False, fontsize=8, loc="lower right")
+    ranks = np.arange(1, identification.get("max_rank", 5) + 1)
+    panels: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        panels.setdefault((row["recognizer"], row["variant"]), []).append(row)
+    palette = colors(sorted({row["probes"] for row in rows}))
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    with _figure(10 if ncols > 1 else 6, 3.2 * nrows, ncols=ncols, nrows=nrows) as (fig, ax):
+        for k, ((recognizer, variant), members) in enumerate(panels.items()):
+            axis = ax[k // ncols, k % ncols]
+            for row in members:
+                style = {"linestyle": "-" if row["set"] == "synthetic" else ":", "marker": "o", "markersize": 3}
+                color = "black" if row["probes"] == "occluded input" else palette[row["probes"]]
+                values = [100 * row[f"rank{r}"] for r in ranks]
+                axis.plot(ranks, values, color=color, label=f"{row['set']}: {row['probes']} (n={row['n']})", **style)
+            axis.set_xticks(ranks)
+            axis.set_ylim(0, 102)
+            axis.set_xlabel("rank")
+            axis.set_ylabel("identification rate (%)")
+            axis.set_title(f"{recognizer}, {VARIANT_TITLES.get(variant, variant)}")
+            axis.legend(frameon=False, fontsize=7, loc="lower right")
+        for k in range(len(panels), nrows * ncols):
+            ax[k // ncols, k % ncols].set_visible(False)
+        fig.suptitle("Face identification, CMC (Fig. 12)")
         return _svg(fig, "cmc")
 
 

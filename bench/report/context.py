@@ -189,6 +189,56 @@ def fig7(store: RunStore, df, summary, methods: list[str], reference: str | None
     }
 
 
+def _interval(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    if _number(value) is None:
+        return "–"
+    return f"{value:.{digits}f} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def identification_view(store: RunStore, identification: dict | None) -> dict | None:
+    """Fig. 12's table (each rank with its 95% interval, n, the identity similarity on the paired set) and
+    Fig. 13's triplets (input, mask, each restoration, the gallery image of that person)."""
+    rows = charts.identification_rows(identification)
+    if not rows:
+        return None
+
+    max_rank = identification.get("max_rank", 5)
+    ranks = range(1, max_rank + 1)
+    table = []
+    for r in rows:
+        sim = r.get("similarity") or {}
+        table.append(
+            {
+                "model": f"{r['recognizer']}, {charts.VARIANT_TITLES.get(r['variant'], r['variant'])}",
+                "set": r["set"],
+                "probes": r["probes"],
+                "n": f"{r['n']}" + (f" ({r['identities']})" if r.get("identities") else ""),
+                "ranks": [_interval(r.get(f"rank{k}"), r.get(f"rank{k}_low"), r.get(f"rank{k}_high")) for k in ranks],
+                "similarity": _interval(sim.get("mean"), sim.get("low"), sim.get("high")),
+            }
+        )
+    labels = identification.get("labels", [])
+    triplets = []
+    for e in identification.get("examples", []):
+        sid = e["sample"]
+        cells = [png_data_uri(store.input_path("test_paired", kind, sid)) for kind in ("input", "mask")]
+        cells += [png_data_uri(store.prediction_path(label, "test_paired", sid)) for label in labels]
+        cells.append(png_data_uri(store.root / "identification" / "gallery" / f"{e['gallery']}.png"))
+        triplets.append({"sample": sid, "cells": cells})
+    gallery = identification.get("gallery")
+    if isinstance(gallery, dict):
+        gallery = f"{gallery.get('identities')} identities, one clean image each (seed {gallery.get('seed')})"
+    return {
+        "ranks": list(ranks),
+        "rows": table,
+        "gallery": gallery,
+        "split": identification.get("split"),
+        "models": identification.get("models", []),
+        "columns": ["input", "mask", *labels, "gallery image of the person"],
+        "triplets": triplets,
+    }
+
+
 def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     """Everything the template, the exports and the terminal summary need about one run."""
     from bench.metrics import AREA_BINS, area_bin
@@ -273,5 +323,6 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         "charts": {name: svg for name, svg in figures.items() if svg},
         "study": study,
         "identification": identification,
+        "id_view": identification_view(store, identification),
         "failed": {k: v.get("error") for k, v in facts.items() if v.get("status") == "failed"},
     }

@@ -1,10 +1,9 @@
-"""Face identification under occlusion (the paper's Fig. 12): LightCNN-9 features, closed-set CMC.
+"""LightCNN-9, the recognizer of the paper's Fig. 12.
 
-A clean gallery (one image per identity, seeded choice) is matched by cosine similarity against
-probes that are occluded or de-occluded by a method; a method that restores identity lifts rank-1..5.
 LightCNN-9 (Wu et al., "A Light CNN for Deep Face Representation with Noisy Labels") is registered in
 timm's model registry as ``lightcnn9`` so the released ``LightCNN_9Layers_checkpoint.pth.tar`` loads from
-a local file with ``pretrained_cfg_overlay=dict(file=...)``; without weights the harness trains one.
+a local file with ``pretrained_cfg_overlay=dict(file=...)``; without weights the harness trains one
+(:class:`LightCNNRecognizer`, the recognizer plugin ``lightcnn9``).
 timm is imported only when the registry is needed (importing it costs seconds).
 """
 
@@ -19,19 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.data.types import FaceSet
+from bench.identification.recognizer import Recognizer, RecognizerContext
 
-__all__ = [
-    "LightCNN9",
-    "cmc",
-    "embed",
-    "embedder",
-    "identification_protocol",
-    "lightcnn9",
-    "register_timm",
-    "train_lightcnn",
-]
+__all__ = ["LightCNN9", "LightCNNRecognizer", "embed", "embedder", "lightcnn9", "register_timm", "train_lightcnn"]
 
 OFFICIAL_CLASSES = 79077  # MS-Celeb-1M identities of the released LightCNN-9
+RELEASED_SIZE = 128  # its input side
 LR_DECAY = 0.457305051927326  # official train.py: lr * LR_DECAY ** (epoch // 10) over 80 epochs
 LR_DECAY_TIMES = 8
 GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L") used by the official loader
@@ -173,38 +165,26 @@ def register_timm() -> None:
     register_model(lightcnn9)
 
 
-def embedder(
-    weights: str | Path | None = None,
-    image_size: int = 128,
-    faces: FaceSet | None = None,
-    steps: int = 2000,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> LightCNN9:
-    """A LightCNN-9 feature extractor in eval mode: from a local weights file (official layout or a
-    plain state dict) if given, else trained on ``faces`` for ``steps``."""
-    if weights is not None:
-        import timm
+def embedder(weights: str | Path, image_size: int = 128, device: str | torch.device = "cpu") -> LightCNN9:
+    """A LightCNN-9 feature extractor in eval mode from a local weights file (official layout or a plain state
+    dict), built through timm's registry."""
+    import timm
 
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"{weights}: LightCNN-9 weights file not found")
-        register_timm()
-        try:
-            model = timm.create_model(
-                "lightcnn9",
-                pretrained=True,
-                pretrained_cfg_overlay=dict(file=str(weights)),
-                num_classes=0,
-                img_size=image_size,
-            )
-        except RuntimeError as err:
-            raise ValueError(
-                f"{weights}: does not fit LightCNN-9 at image_size={image_size} (released weights need 128)"
-            ) from err
-    elif faces is None:
-        raise ValueError("embedder needs a LightCNN-9 weights file or faces to train one on")
-    else:
-        model = train_lightcnn(faces, steps, image_size=image_size, seed=seed, device=device)
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: LightCNN-9 weights file not found")
+    register_timm()
+    try:
+        model = timm.create_model(
+            "lightcnn9",
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(weights)),
+            num_classes=0,
+            img_size=image_size,
+        )
+    except RuntimeError as err:
+        raise ValueError(
+            f"{weights}: does not fit LightCNN-9 at image_size={image_size} (released weights need 128)"
+        ) from err
     return model.to(device).eval()
 
 
@@ -288,100 +268,35 @@ def embed(model: LightCNN9, images: np.ndarray, batch_size: int = 128) -> np.nda
     return F.normalize(feats.float(), dim=1).cpu().numpy()
 
 
-def cmc(
-    probe_feats: np.ndarray,
-    probe_ids: np.ndarray,
-    gallery_feats: np.ndarray,
-    gallery_ids: np.ndarray,
-    max_rank: int = 5,
-) -> np.ndarray:
-    """Closed-set CMC at ranks 1..max_rank. Cosine similarity; a gallery identity scores its best image;
-    a probe's rank is 1 + the number of other identities scoring at least its genuine score (ties count
-    against the probe, as ``bob.measure.cmc``)."""
-    probe = probe_feats / np.linalg.norm(probe_feats, axis=1, keepdims=True)
-    gallery = gallery_feats / np.linalg.norm(gallery_feats, axis=1, keepdims=True)
-    scores = probe @ gallery.T
-    identities = np.unique(gallery_ids)
-    per_identity = np.stack([scores[:, gallery_ids == i].max(1) for i in identities], 1)
-    column = np.searchsorted(identities, probe_ids).clip(0, len(identities) - 1)
-    if len(probe_ids) and not np.array_equal(identities[column], probe_ids):
-        raise ValueError(f"probe identities {sorted(set(probe_ids) - set(identities))} have no gallery entry")
-    rows = np.arange(len(probe_ids))
-    genuine = per_identity[rows, column].copy()
-    per_identity[rows, column] = -np.inf
-    index = (per_identity >= genuine[:, None]).sum(1)
-    return np.array([(index < k).mean() for k in range(1, max_rank + 1)])
+class LightCNNRecognizer(Recognizer):
+    """LightCNN-9 behind the recognizer interface: the released checkpoint from ``--id-weights``, or trained by
+    the harness (softmax over the training identities, :func:`train_lightcnn`) and cached."""
 
+    default_steps = {"quick": 600, "paper": 2000}
 
-def identification_protocol(
-    model: LightCNN9,
-    gallery: FaceSet,
-    probes: Mapping[str, FaceSet],
-    seed: int = 0,
-    max_rank: int = 5,
-) -> dict[str, dict[str, float]]:
-    """Rank-1..max_rank per probe set (e.g. ``{"occluded": test_paired, "oagan": restored, ...}``).
+    def __init__(self, ctx: RecognizerContext) -> None:
+        super().__init__(ctx)
+        # The released network takes 128 px (fc1 8192 -> 256) at any benchmark size: ``embed`` resizes faces to it.
+        self.model = embedder(ctx.weights, image_size=RELEASED_SIZE, device=ctx.device) if ctx.weights else None
 
-    The gallery takes one clean image per identity of ``gallery`` (seeded); every identity enrolled is
-    a candidate. Probes whose identity has no gallery image, or that are the gallery image itself (same
-    sample id, e.g. its synthetic occlusion), are left out, so all sets are scored on the same footing.
-    """
-    rng = np.random.default_rng(seed)
-    chosen = np.array([rng.choice(np.flatnonzero(gallery.identities == i)) for i in np.unique(gallery.identities)])
-    gallery_ids = gallery.identities[chosen]
-    gallery_feats = embed(model, gallery.images[chosen])
-    enrolled_samples, enrolled = {gallery.ids[i] for i in chosen}, set(gallery_ids.tolist())
-    results = {}
-    for name, faces in probes.items():
-        keep = np.array(
-            [
-                i
-                for i in range(len(faces))
-                if faces.ids[i] not in enrolled_samples and int(faces.identities[i]) in enrolled
-            ],
-            np.int64,
-        )
-        row: dict[str, float] = {"probes": len(keep), "gallery": len(chosen)}
-        if len(keep):
-            curve = cmc(embed(model, faces.images[keep]), faces.identities[keep], gallery_feats, gallery_ids, max_rank)
-            row.update({f"rank{k}": float(v) for k, v in enumerate(curve, 1)})
-        else:
-            row.update({f"rank{k}": float("nan") for k in range(1, max_rank + 1)})
-        results[name] = row
-    return results
+    @property
+    def trainable(self) -> bool:
+        return self.ctx.weights is None
 
+    def describe(self) -> str:
+        return f"LightCNN-9 from {self.ctx.weights}" if self.ctx.weights else "LightCNN-9 trained in the harness"
 
-def run_identification(store, bench, splits, labels: list[str], config, device, console) -> None:
-    """Fig. 12 inside ``bench run``: rank-1..5 of natural-occlusion probes against a clean gallery, before and
-    after de-occlusion by each evaluated label, with a LightCNN-9 from a local file or trained on the clean
-    training faces; written to ``identification.json``."""
-    from dataclasses import replace
+    def fit(self, faces: FaceSet, steps: int) -> None:
+        ctx = self.ctx
+        self.model = train_lightcnn(faces, steps, image_size=ctx.image_size, seed=ctx.seed, device=ctx.device)
 
-    from bench.io import read_png, write_json
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return embed(self.model, images)
 
-    steps = config.id_steps if config.id_steps is not None else (300 if config.profile == "quick" else 2000)
-    console.print(f"identification: LightCNN-9 ({config.id_weights or f'trained for {steps} steps'})")
-    model = embedder(
-        weights=config.id_weights,
-        image_size=config.image_size,
-        faces=bench.train_clean,
-        steps=steps,
-        seed=config.seed,
-        device=device,
-    )
-    probes_split = splits["test_natural"]
-    probes = {"occluded input": probes_split}
-    for label in labels:
-        paths = [store.prediction_path(label, "test_natural", sid) for sid in probes_split.ids]
-        if all(p.exists() for p in paths):
-            probes[label] = replace(probes_split, images=np.stack([read_png(p) for p in paths]))
-    result = identification_protocol(model, splits["test_clean"], probes, seed=config.seed)
-    write_json(
-        store.root / "identification.json",
-        {
-            "model": str(config.id_weights or f"LightCNN-9 trained {steps} steps on train_clean"),
-            "probes": "test_natural",
-            "gallery": "test_clean, one image per identity",
-            "results": result,
-        },
-    )
+    def state_dict(self) -> dict:
+        return {"num_classes": self.model.num_classes, "weights": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        model = LightCNN9(num_classes=int(state["num_classes"]), img_size=self.ctx.image_size)
+        model.load_state_dict(state["weights"])
+        self.model = model.to(self.ctx.device).eval()

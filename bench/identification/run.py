@@ -1,0 +1,278 @@
+"""The identification step of ``bench run --identification`` (Fig. 12), written to ``identification.json``.
+
+Probe sets, all scored against one clean gallery (one image per test identity, seeded, never a probe's own
+source image): on the synthetic paired set the clean ground truth (the upper bound), the occluded input and
+each label's restoration, the very same faces in each; on the natural set the occluded input and each
+restoration. Per recognizer:
+- a pretrained one (dlib, LightCNN-9 from ``--id-weights``) scores every probe set;
+- a trainable one is trained twice over, as in Fig. 12: (a) on the clean training faces, scoring every set,
+  and (b) per label on the training faces as that label restores them (each clean training face occluded once,
+  seeded, then restored under the label's mask protocol), scoring that label's probes. Trained recognizers are
+  cached under ``<output>/checkpoints/id-<name>/<key>/`` with a key describing what they were trained on.
+On the paired set every probe embedding is also compared with its own clean ground truth's (cosine similarity),
+per image in ``identification/similarity.csv``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+from bench.data.types import FaceSet
+from bench.identification import protocol
+from bench.identification.recognizer import Recognizer, RecognizerContext, RecognizerSpec
+
+MAX_RANK = 5
+EXAMPLES = 4  # Fig. 13 triplets in the report
+INPUT = "occluded input"
+CLEAN = "clean"
+
+
+def probe_sets(store, splits: dict[str, FaceSet], labels: list[str], gallery: protocol.Gallery) -> dict[str, Any]:
+    """``{set: {"faces": FaceSet (the eligible probes), "images": {probe name: uint8 [N,H,W,3]}}}``."""
+    from bench.io import read_png
+
+    out = {}
+    for name, split in (("synthetic", "test_paired"), ("natural", "test_natural")):
+        faces = splits[split]
+        keep = protocol.eligible(faces, gallery)
+        if not len(keep):
+            continue
+        faces = faces.subset(keep)
+        images = {CLEAN: faces.clean} if faces.clean is not None else {}
+        images[INPUT] = faces.images
+        for label in labels:
+            paths = [store.prediction_path(label, split, sid) for sid in faces.ids]
+            if all(p.exists() for p in paths):
+                images[label] = np.stack([read_png(p) for p in paths])
+        out[name] = {"split": split, "faces": faces, "images": images}
+    return out
+
+
+def restore_faces(job, methods: dict, faces: FaceSet, device, threshold: float, seed: int, batch_size: int = 32):
+    """``faces`` (occluded, with true masks) through ``job``'s protocol as the evaluator runs it (hole zeroed
+    for mask-requiring methods, mask from the oracle or a mask source binarised at ``threshold``, per-batch
+    seeds), returned as uint8 without being saved or scored."""
+    import torch
+
+    from bench.data.types import mask_tensor, to_tensor, to_uint8
+    from bench.evaluation import check_output
+    from bench.planning import ORACLE
+
+    def run(name: str, label: str, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        images, predicted = [], []
+        for number, start in enumerate(range(0, len(faces), batch_size)):
+            x = to_tensor(faces.images[start : start + batch_size]).to(device)
+            m = None
+            if masks is not None:
+                m = mask_tensor(masks[start : start + batch_size]).to(device)
+                x = x * (1 - m)
+            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(zlib.crc32(f"{seed}/{label}/id_train/{number}".encode()))
+                out = methods[name].restore(x, m)
+            check_output(label, out.images, out.masks, tuple(x.shape))
+            images.append(to_uint8(out.images))
+            if out.masks is not None:
+                predicted.append((to_uint8(out.masks).astype(np.float32) / 255.0 > threshold).astype(np.uint8))
+        return np.concatenate(images), np.concatenate(predicted) if predicted else None
+
+    masks = None
+    if job.spec.needs_mask:
+        masks = faces.masks if job.mask_source == ORACLE else run(job.mask_source, job.mask_source, None)[1]
+    return run(job.spec.name, job.label, masks)[0]
+
+
+class Identification:
+    """One ``bench run``'s identification: everything it needs, then :meth:`run` writes the results."""
+
+    def __init__(self, store, bench, splits, jobs, methods, config, device, console, registry, occluder) -> None:
+        self.store, self.bench, self.splits, self.jobs, self.methods = store, bench, splits, jobs, methods
+        self.config, self.device, self.console, self.registry, self.occluder = (
+            config,
+            device,
+            console,
+            registry,
+            occluder,
+        )
+        self.gallery_faces = bench.test_clean  # every test identity enrolled, whatever --limit cut from the probes
+        self.gallery = protocol.choose_gallery(self.gallery_faces, config.seed)
+        self.sets = probe_sets(store, splits, [j.label for j in jobs], self.gallery)
+        self.similarity_rows: list[str] = []
+
+    def run(self) -> dict[str, str]:
+        """Write the results; returns the recognizers that failed, each with its error."""
+        from bench.io import atomic_write_bytes, write_json, write_png
+
+        for i, sid in zip(self.gallery.index, self.gallery.ids, strict=True):
+            write_png(self.store.root / "identification" / "gallery" / f"{sid}.png", self.gallery_faces.images[i])
+        rows, models = [], []
+        labels = [j.label for j in self.jobs]
+        failed: dict[str, str] = {}
+        for name in self.config.id_model:
+            try:
+                found, trained = self.recognize(name)
+            except Exception as exc:  # one recognizer's failure (e.g. a weights file it cannot read) spares the rest
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                self.console.print(f"[red]identification: {name} failed: {failed[name]}")
+                continue
+            rows += found
+            models += trained
+        examples = []
+        if "synthetic" in self.sets:  # Fig. 13's triplets: the first probes of distinct people
+            faces = self.sets["synthetic"]["faces"]
+            enrolled = dict(zip(self.gallery.identities, self.gallery.ids, strict=True))
+            for sid, person in zip(faces.ids, faces.identities, strict=True):
+                if len(examples) < EXAMPLES and all(e["identity"] != int(person) for e in examples):
+                    examples.append({"sample": sid, "identity": int(person), "gallery": enrolled[person]})
+        write_json(
+            self.store.root / "identification.json",
+            {
+                "version": 2,
+                "max_rank": MAX_RANK,
+                "gallery": {
+                    "split": "test_clean (all of it, --limit cuts probes only)",
+                    "identities": len(self.gallery.ids),
+                    "seed": self.config.seed,
+                    "samples": {str(i): sid for i, sid in zip(self.gallery.identities, self.gallery.ids, strict=True)},
+                },
+                "split": self.bench.info.get("identification_split"),
+                "probe_sets": {
+                    name: {"split": s["split"], "n": len(s["faces"]), "probes": list(s["images"])}
+                    for name, s in self.sets.items()
+                },
+                "labels": labels,
+                "models": models,
+                "failed": failed,
+                "results": rows,
+                "examples": examples,
+            },
+        )
+        csv = "recognizer,variant,label,sample,cosine\n" + "".join(self.similarity_rows)
+        atomic_write_bytes(self.store.root / "identification" / "similarity.csv", csv.encode())
+        return failed
+
+    def recognize(self, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(result rows, model records) of one recognizer: pretrained, or trained for variants (a) and (b)."""
+        spec = self.registry.recognizer(name)
+        recognizer = spec.load()(self.context(spec))
+        if not recognizer.trainable:
+            record = {"recognizer": name, "variant": "pretrained", "model": recognizer.describe()}
+            return self.score(name, "pretrained", recognizer, None), [record]
+        steps = self.config.id_steps or recognizer.default_steps[self.config.profile]
+        models = [self.train(spec, recognizer, "a", None, steps)]
+        rows = self.score(name, "a", recognizer, None)
+        for job in self.jobs:
+            recognizer = spec.load()(self.context(spec))
+            models.append(self.train(spec, recognizer, "b", job, steps))
+            rows += self.score(name, "b", recognizer, job.label)
+        return rows, models
+
+    def context(self, spec: RecognizerSpec) -> RecognizerContext:
+        cfg = self.config
+        weights = cfg.id_weights if spec.weights != "none" else None
+        return RecognizerContext(cfg.image_size, self.device, cfg.seed, cfg.profile, weights)
+
+    def score(self, name: str, variant: str, recognizer: Recognizer, only: str | None) -> list[dict[str, Any]]:
+        """Rows of one trained (or pretrained) recognizer; ``only`` keeps that label's probes (variant b)."""
+        gallery_feats = recognizer.embed(self.gallery_faces.images[self.gallery.index])
+        rows = []
+        for set_name, s in self.sets.items():
+            faces, images = s["faces"], s["images"]
+            reference = recognizer.embed(images[CLEAN]) if CLEAN in images else None
+            for probes, pixels in images.items():
+                if only is not None and probes != only:
+                    continue
+                feats = reference if probes == CLEAN else recognizer.embed(pixels)
+                row = {"recognizer": name, "variant": variant, "set": set_name, "probes": probes}
+                row |= protocol.score(feats, faces.identities, gallery_feats, self.gallery, MAX_RANK, self.config.seed)
+                if reference is not None and probes != CLEAN:
+                    sim = protocol.similarity(feats, reference, faces.identities, self.config.seed)
+                    values = sim.pop("values")
+                    row["similarity"] = sim
+                    self.similarity_rows += [
+                        f"{name},{variant},{probes},{sid},{v:.5f}\n" for sid, v in zip(faces.ids, values, strict=True)
+                    ]
+                rows.append(row)
+        return rows
+
+    def train(self, spec: RecognizerSpec, recognizer: Recognizer, variant: str, job, steps: int) -> dict[str, Any]:
+        """Train ``recognizer`` for Fig. 12's variant, or load it from the checkpoint cache."""
+        from bench.cache import cache_entry, code_identity, env_weights, files_identity, source_closure
+        from bench.io import config_hash, write_json
+        from bench.training import load_checkpoint, save_checkpoint, state_digest
+
+        cfg = self.config
+        options: dict[str, Any] = {"variant": variant}
+        if job is not None:
+            options |= {"restored_by": job.label, "mask_threshold": cfg.mask_threshold}
+            options["restorers"] = self.restorers(job)
+        info = next((i for i in self.registry.plugins if i.name == spec.plugin), None)
+        entry = cache_entry(
+            cfg.output / "checkpoints",
+            method=f"id-{spec.name}",
+            factory=spec.factory,
+            options=options,
+            code={
+                **code_identity(spec.factory, info.distribution if info else "-", info.version if info else "-"),
+                "protocol": config_hash(source_closure((__name__,), ("bench",))),  # what (a) and (b) train on
+            },
+            profile=cfg.profile,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            steps=steps,
+            data=self.bench.fingerprint(),
+            inputs=files_identity(cfg.occluders, cfg.weights_dir, env_weights(), recognizer.ctx.weights),
+        )
+        key = config_hash(entry.key)
+        trained_on = "clean training faces" if job is None else f"training faces restored by {job.label}"
+        record = {"recognizer": spec.name, "variant": variant, "label": job.label if job else None}
+        record |= {"model": recognizer.describe(), "trained_on": trained_on, "steps": steps, "cache_key": key}
+        if entry.final.exists():
+            saved = load_checkpoint(entry.final)
+            if saved.get("key") != key or int(saved.get("step", -1)) != steps:
+                raise RuntimeError(f"{entry.final} was not trained under its folder's key; delete it to retrain")
+            recognizer.load_state_dict(saved["recognizer"])
+            self.console.print(f"identification: {spec.name} ({trained_on}) loaded from {entry.final}")
+            return record | {"cached": True, "digest": state_digest(saved["recognizer"])}
+        faces = self.bench.train_clean
+        if job is not None:
+            faces = self.restored_training_faces(job)
+        self.console.print(f"identification: training {spec.name} on {trained_on}, {steps} steps")
+        recognizer.fit(faces, steps)
+        state = recognizer.state_dict()
+        write_json(entry.folder / "key.json", entry.key)
+        save_checkpoint(entry.final, {"step": steps, "key": key, "recognizer": state})
+        return record | {"cached": False, "digest": state_digest(state)}
+
+    def restorers(self, job) -> dict[str, Any]:
+        """What decides a label's restorations of the training faces: each model involved and its code."""
+        from bench.cache import code_identity
+
+        trained = self.store.manifest().get("training", {})
+        names = [job.spec.name] + ([job.mask_source] if job.mask_source in self.methods else [])
+        return {
+            name: {
+                "model": trained.get(name, {}).get("model"),
+                "options": self.methods[name].ctx.config.as_dict(),  # restore-time options change the faces too
+                "code": code_identity(self.methods[name].__class__.__module__ + ":", "-", "-")["source_sha256"],
+            }
+            for name in names
+        }
+
+    def restored_training_faces(self, job) -> FaceSet:
+        from dataclasses import replace
+
+        from bench.data.celeba import occlude
+
+        occluded = occlude(self.bench.train_clean, self.occluder, np.random.default_rng([self.config.seed, 0xB]))
+        images = restore_faces(job, self.methods, occluded, self.device, self.config.mask_threshold, self.config.seed)
+        return replace(self.bench.train_clean, images=images)
+
+
+def run_identification(
+    store, bench, splits, jobs, methods, config, device, console, registry, occluder
+) -> dict[str, str]:
+    """The identification step; returns the recognizers that failed (their rows are absent, the others kept)."""
+    return Identification(store, bench, splits, jobs, methods, config, device, console, registry, occluder).run()
