@@ -203,7 +203,7 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
         CycleGANMethod, options, 5, 3, tmp_path, make_context, lambda: make_train_data(32, 8)
     )
     assert len(method.pool_A.images) == 3
-    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(2e-4 * method.lr_factor(4))
+    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(method.cfg.lr * method.lr_factor(4))
 
 
 def test_quick_profile_overrides_and_paper_defaults(make_context):
