@@ -15,6 +15,7 @@ import importlib.metadata as md
 import os
 from dataclasses import dataclass, field
 from difflib import get_close_matches
+from typing import Any
 
 import pluggy
 
@@ -42,10 +43,16 @@ class Registry:
     plugins: list[PluginInfo]
     conflicts: dict[str, list[str]] = field(default_factory=dict)  # method name -> the plugins that all register it
     recognizers: dict[str, RecognizerSpec] = field(default_factory=dict)  # face recognizers (identification)
+    recognizer_conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     def recognizer(self, name: str) -> RecognizerSpec:
         if name in self.recognizers:
             return self.recognizers[name]
+        if name in self.recognizer_conflicts:
+            raise KeyError(
+                f"recognizer {name!r} is registered by several plugins ({', '.join(self.recognizer_conflicts[name])});"
+                " uninstall or block one (DEOCC_DISABLE_PLUGINS=plugin)"
+            )
         hint = get_close_matches(name, list(self.recognizers), n=3)
         known = ", ".join(sorted(self.recognizers)) or "none"
         tail = f"did you mean {', '.join(hint)}?" if hint else f"available: {known}"
@@ -118,38 +125,48 @@ def load_entry_points(pm: pluggy.PluginManager) -> list[PluginInfo]:
 
 
 def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
-    """Call ``register_methods`` on every plugin; a plugin whose hook raises is reported, not fatal."""
+    """Call both hooks on every plugin; a plugin whose hook raises is reported, not fatal."""
     pm.check_pending()
     by_name = {i.name: i for i in infos}
-    methods: dict[str, MethodSpec] = {}
-    conflicts: dict[str, list[str]] = {}
-    for plugin in pm.get_plugins():
+    for plugin in pm.get_plugins():  # plugin objects registered in process (tests) have no entry point
         pname = pm.get_name(plugin) or repr(plugin)
-        info = by_name.get(pname)
-        if info is None:
+        if pname not in by_name:
             info = PluginInfo(pname, getattr(plugin, "__version__", "-"), "(registered in process)")
             infos.append(info)
             by_name[pname] = info
-        caller = pm.subset_hook_caller(
-            "register_methods", remove_plugins=[p for p in pm.get_plugins() if p is not plugin]
-        )
+    methods, conflicts = _call_each(pm, by_name, "register_methods", MethodSpec, "method")
+    recognizers, twice = _call_each(pm, by_name, "register_recognizers", RecognizerSpec, "recognizer")
+    return Registry(methods, infos, conflicts, recognizers, twice)
 
-        def register(spec: MethodSpec, _info: PluginInfo = info) -> None:
-            if not isinstance(spec, MethodSpec):
-                raise TypeError(f"register() takes a MethodSpec, got {type(spec).__name__}")
-            if spec.name in methods:
-                owners = conflicts.setdefault(spec.name, [methods[spec.name].plugin])
+
+def _call_each(
+    pm: pluggy.PluginManager, by_name: dict[str, PluginInfo], hook: str, spec_type: type, kind: str
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Call ``hook`` on each plugin alone, so a failure is pinned on the plugin that raised. Returns the specs
+    by name and the names two or more plugins register (unusable: dropped from the specs, each owner marked)."""
+    found: dict[str, Any] = {}
+    conflicts: dict[str, list[str]] = {}
+    for plugin in pm.get_plugins():
+        info = by_name[pm.get_name(plugin) or repr(plugin)]
+        caller = pm.subset_hook_caller(hook, remove_plugins=[p for p in pm.get_plugins() if p is not plugin])
+
+        def register(spec: Any, _info: PluginInfo = info) -> None:
+            if not isinstance(spec, spec_type):
+                raise TypeError(f"register() takes a {spec_type.__name__}, got {type(spec).__name__}")
+            if spec.name in found:
+                owners = conflicts.setdefault(spec.name, [found[spec.name].plugin])
                 owners.append(_info.name)
                 owners.sort()
-                message = f"method {spec.name!r} is registered by both {' and '.join(owners)}"
+                message = f"{kind} {spec.name!r} is registered by both {' and '.join(owners)}"
                 if _strict():
                     raise PluginError(message)
                 for owner in owners:
                     by_name[owner].error = f"{message}; it is unusable until one of them is removed"
                 return
             object.__setattr__(spec, "plugin", _info.name)
-            methods[spec.name] = spec
-            _info.methods.append(spec.name)
+            found[spec.name] = spec
+            if kind == "method":
+                _info.methods.append(spec.name)
 
         try:
             caller(register=register)
@@ -158,49 +175,12 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
         except Exception as exc:
             if _strict():
                 raise PluginError(
-                    f"plugin {pname!r} failed to register its methods: {type(exc).__name__}: {exc}"
+                    f"plugin {info.name!r} failed to register its {kind}s: {type(exc).__name__}: {exc}"
                 ) from exc
             info.error = f"{type(exc).__name__}: {exc}"
     for name in conflicts:
-        methods.pop(name, None)
-    return Registry(methods, infos, conflicts, _recognizers(pm, by_name))
-
-
-def _recognizers(pm: pluggy.PluginManager, by_name: dict[str, PluginInfo]) -> dict[str, RecognizerSpec]:
-    """Call ``register_recognizers`` on every plugin; as for methods, a failing hook is reported, and a name two
-    plugins register is unusable."""
-    found: dict[str, RecognizerSpec] = {}
-    twice: set[str] = set()
-    for plugin in pm.get_plugins():
-        pname = pm.get_name(plugin) or repr(plugin)
-        caller = pm.subset_hook_caller(
-            "register_recognizers", remove_plugins=[p for p in pm.get_plugins() if p is not plugin]
-        )
-
-        def register(spec: RecognizerSpec, _name: str = pname) -> None:
-            if not isinstance(spec, RecognizerSpec):
-                raise TypeError(f"register() takes a RecognizerSpec, got {type(spec).__name__}")
-            if spec.name in found:
-                twice.add(spec.name)
-                message = f"recognizer {spec.name!r} is registered by both {found[spec.name].plugin} and {_name}"
-                if _strict():
-                    raise PluginError(message)
-                by_name[_name].error = message
-                return
-            object.__setattr__(spec, "plugin", _name)
-            found[spec.name] = spec
-
-        try:
-            caller(register=register)
-        except PluginError:
-            raise
-        except Exception as exc:
-            if _strict():
-                raise PluginError(
-                    f"plugin {pname!r} failed to register its recognizers: {type(exc).__name__}: {exc}"
-                ) from exc
-            by_name[pname].error = f"{type(exc).__name__}: {exc}"
-    return {name: spec for name, spec in found.items() if name not in twice}
+        found.pop(name, None)
+    return found, conflicts
 
 
 _pm: pluggy.PluginManager | None = None

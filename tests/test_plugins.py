@@ -133,6 +133,35 @@ def _plugin(name: str, *specs: MethodSpec):
     return Plugin()
 
 
+def test_two_plugins_registering_one_recognizer_mark_both_and_leave_their_methods(monkeypatch):
+    from bench.identification.recognizer import RecognizerSpec
+
+    def plugin(method: str):
+        class Plugin:
+            @hookimpl
+            def register_methods(self, register):
+                register(MethodSpec(name=method, factory="baselines.classical:IdentityMethod", summary=""))
+
+            @hookimpl
+            def register_recognizers(self, register):
+                register(RecognizerSpec("arcface", "pkg:ArcFace", "an ArcFace"))
+
+        return Plugin()
+
+    pm = plugins.make_manager()
+    pm.register(plugin("m1"), name="first")
+    pm.register(plugin("m2"), name="second")
+    reg = plugins.collect(pm, [])
+    assert {"m1", "m2"} <= set(reg.methods) and "arcface" not in reg.recognizers
+    errors = {p.name: p.error for p in reg.plugins}
+    assert "recognizer 'arcface' is registered by both first and second" in errors["first"] == errors["second"]
+    with pytest.raises(KeyError, match=r"'arcface' is registered by several plugins \(first, second\)"):
+        reg.recognizer("arcface")
+    monkeypatch.setenv("DEOCC_STRICT_PLUGINS", "1")
+    with pytest.raises(plugins.PluginError, match="recognizer 'arcface' is registered by both first and second"):
+        plugins.collect(pm, [])
+
+
 def test_two_plugins_registering_one_name_is_one_line_naming_both(monkeypatch):
     pm = plugins.make_manager()
     spec = MethodSpec(name="x", factory="baselines.classical:IdentityMethod", summary="")
