@@ -382,6 +382,8 @@ class Runner:
         return method
 
     def _train_or_load(self, planned: Planned, method, entry: CacheEntry, bench, occluder, store: RunStore) -> None:
+        import torch
+
         from bench.data.types import TrainData
         from bench.io import write_json
         from bench.training import Budget, fit, load_checkpoint, save_checkpoint, state_digest
@@ -473,6 +475,7 @@ class Runner:
             finished=result.finished,
             resumed_from=result.resumed_from,
             world_size=self.dist.world,
+            torch_threads=torch.get_num_threads(),  # on a CPU the float results depend on it (see the README)
             train_seconds=round(result.seconds, 2),
             stopped_by_time=result.stopped_by_time,
             **record,

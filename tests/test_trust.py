@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.cache import source_closure
 
@@ -48,6 +49,7 @@ def test_a_time_budget_never_stores_an_unfinished_model_as_finished(tiny_plugin,
     code, _, err = bench_main(*RUN, "--steps", "5", "--output", out)  # the same key: trains, not loads
     training = _manifest(tmp_path)["training"]["tinyfill"]
     assert code == 0 and training["cached"] is False and training["finished"] and training["steps_trained"] == 5
+    assert training["torch_threads"] == torch.get_num_threads()  # CPU float results depend on it: recorded
     code, _, err = bench_main(*RUN, "--steps", "5", "--output", out)
     training = _manifest(tmp_path)["training"]["tinyfill"]
     assert code == 0 and training["cached"] is True and training["steps_trained"] == 5
