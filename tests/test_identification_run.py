@@ -18,6 +18,7 @@ from bench.identification.split import identity_split
 from bench.planning import RunConfig, RunError
 from bench.runner import Runner, check_recognizers
 from tests.conftest import _box_occluder
+from tests.util import render_in_chromium
 
 
 def _faces(people: list[int], per: int, prefix: str, size: int = 16) -> FaceSet:
@@ -167,7 +168,6 @@ def test_quick_profile_runs_the_protocol_end_to_end_and_reuses_the_trained_recog
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")
 def test_cmc_chart_and_triplets_render_in_headless_chromium(two_runs, tmp_path):
-    from PIL import Image
 
     from bench.report import render_report
 
@@ -177,16 +177,8 @@ def test_cmc_chart_and_triplets_render_in_headless_chromium(two_runs, tmp_path):
     svg = html[html.index('<svg role="img" aria-label="cmc"') :]
     page = tmp_path / "cmc.html"
     page.write_text(f"<!doctype html><html><body style='margin:0;background:white'>{svg[: svg.index('</svg>') + 6]}")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}"]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert 'aria-label="cmc"' in dom.stdout
-    shot = tmp_path / "cmc.png"
-    subprocess.run(
-        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1000,700", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    dom, pixels = render_in_chromium(page, tmp_path, "1000,700")
+    assert 'aria-label="cmc"' in dom
     assert (pixels.sum(axis=2) < 300).mean() > 0.005  # axes, text and the black occluded-input lines
     coloured = (np.abs(pixels[..., 0] - pixels[..., 1]) + np.abs(pixels[..., 1] - pixels[..., 2])) > 80
     assert coloured.sum() > 100  # the probe sets' coloured curves were drawn

@@ -16,6 +16,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench import stats
+from tests.util import render_in_chromium
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 RUN = [
@@ -316,28 +317,9 @@ def test_report_shows_paired_statistics_grouping_and_charts(two_seeds):
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")
 def test_report_renders_charts_in_headless_chromium(two_seeds, tmp_path):
-    from PIL import Image
-
     html = two_seeds["runs"][0] / "report.html"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
-    assert dom.stdout.count("<svg") >= 4 and "Paired differences" in dom.stdout
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,4000", html.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
-    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    dom, pixels = render_in_chromium(html, tmp_path, "1200,4000")
+    assert dom.count("<svg") >= 4 and "Paired differences" in dom
     assert (pixels.sum(axis=2) < 600).mean() > 0.03  # text, tables and images, not a blank page
     blue = np.abs(pixels - np.array([31, 119, 180])).sum(axis=2) < 30  # matplotlib's first colour: charts drawn
     assert blue.sum() > 200

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.test_plugins import THIRD_PARTY
+from tests.util import render_in_chromium
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 LIMIT = 24
@@ -152,27 +153,10 @@ def test_report_renders_in_headless_chromium(classical_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     html = Path(result.stdout.strip())
     assert html == classical_run / "report.html"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
-    assert "Table III" in dom.stdout and "telea@gt" in dom.stdout
-    assert dom.stdout.count("<img") >= 3 * (1 + 3 + 1)  # input, three methods, ground truth per row
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,2000", html.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
-    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    dom, pixels = render_in_chromium(html, tmp_path, "1200,2000")
+    assert "Table III" in dom and "telea@gt" in dom
+    assert dom.count("<img") >= 3 * (1 + 3 + 1)  # input, three methods, ground truth per row
+    assert (pixels.sum(axis=2) < 600).mean() > 0.01  # text, tables and images, not a blank page
 
 
 def test_user_study_export_and_tally(classical_run, tmp_path):

@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import numpy as np
 import torch
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def render_in_chromium(page: Path, workdir: Path, window: str) -> tuple[str, np.ndarray]:
+    """``page`` in headless Debian Chromium (offline, a fresh profile under ``workdir``): the DOM after its
+    scripts ran, and a screenshot of a ``window`` ("W,H") as RGB pixels (int)."""
+    from PIL import Image
+
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'chromium-profile'}"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    shot = workdir / "screenshot.png"
+    args = ["chromium", *flags, f"--screenshot={shot}", f"--window-size={window}", page.as_uri()]
+    subprocess.run(args, capture_output=True, timeout=120)
+    return dom.stdout, np.asarray(Image.open(shot).convert("RGB")).astype(int)
 
 
 def same_state(a, b) -> bool:
