@@ -48,6 +48,7 @@ from bench.nn.gan import GANLoss, ImagePool, patch_discriminator
 from bench.nn.init import normal_init
 from bench.nn.two_path import to_01, to_pm1
 from bench.options import Options, option
+from bench.training import set_lr
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -244,10 +245,7 @@ class CycleGANMethod(Method):
     def train_step(self, step: int) -> dict[str, float]:
         if self.data is None or self.opt_G is None or self.opt_D is None:
             raise RuntimeError("cyclegan: call setup_training(data) before train_step")
-        lr = self.cfg.lr * self.lr_factor(step)
-        for opt in (self.opt_G, self.opt_D):
-            for group in opt.param_groups:
-                group["lr"] = lr
+        set_lr(self.cfg.lr * self.lr_factor(step), self.opt_G, self.opt_D)
         real_a, real_b = self._batch()
         critics = (self.D_A, self.D_B)
         for critic in critics:

@@ -64,6 +64,7 @@ from bench.nn.init import normal_init
 from bench.nn.losses import gradient_penalty, total_variation
 from bench.nn.two_path import GeneratorOutput, TwoPathGenerator, to_01, to_pm1
 from bench.options import Options, option
+from bench.training import linear_decay, set_lr
 from oagan.discriminator import OAGANDiscriminator
 
 UNIT_INTERVAL = {"min": 0.0, "max": 1.0}
@@ -170,11 +171,7 @@ class GANimationMethod(Method):
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=self.cfg.lr, betas=betas)
 
     def learning_rate(self, step: int) -> float:
-        cfg, total = self.cfg, self.total_steps
-        start = cfg.lr_decay_start * total
-        if cfg.lr_decay_start >= 1 or step < start:
-            return cfg.lr
-        return cfg.lr * max(0.0, (total - step) / max(1.0, total - start))
+        return linear_decay(step, self.total_steps, self.cfg.lr, self.cfg.lr_decay_start)
 
     def conditions(self, attributes: torch.Tensor, occluded: bool) -> torch.Tensor:
         """[B, 1 + A]: the occluded flag, then the chosen attribute columns."""
@@ -196,9 +193,7 @@ class GANimationMethod(Method):
     def train_step(self, step: int) -> dict[str, float]:
         if self.data is None or self.opt_G is None or self.opt_D is None:
             raise RuntimeError("ganimation: call setup_training(data) before train_step")
-        for opt in (self.opt_G, self.opt_D):
-            for group in opt.param_groups:
-                group["lr"] = self.learning_rate(step)
+        set_lr(self.learning_rate(step), self.opt_G, self.opt_D)
         self.G.train()
         self.D.train()
         x, real, target = self.batch()

@@ -28,6 +28,7 @@ from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.losses import perceptual_loss, style_loss
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 from bench.options import Options, option
+from bench.training import set_lr
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -236,9 +237,7 @@ class PConvMethod(Method):
         finetune = step >= self.finetune_start()
         if finetune != self.net.freeze_encoder_bn:
             self.net.set_finetune(finetune)
-        lr = self.lr_finetune if finetune else self.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.lr_finetune if finetune else self.lr, self.optimizer)
 
     def _predict(self, masked01: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """[0,1] image with hole, hole mask 1 = occluded -> raw prediction, ImageNet-normalised."""

@@ -63,6 +63,7 @@ from bench.nn.losses import perceptual_loss, total_variation
 from bench.nn.two_path import GeneratorOutput, Trunk, TwoPathGenerator, mask_head, rgb_head, to_01, to_pm1
 from bench.nn.vgg import POOL_SLICES, VGGFeatures, find_vgg_weights
 from bench.options import Options, option
+from bench.training import linear_decay, set_lr
 
 
 @dataclass(frozen=True)
@@ -160,14 +161,6 @@ def low_level_features(vgg: VGGFeatures, images01: torch.Tensor, blocks: int) ->
     return feats
 
 
-def lr_at(step: int, total: int, lr: float, decay_start: float) -> float:
-    """Constant ``lr`` until ``decay_start * total`` steps, then linear to 0 at ``total``."""
-    start = decay_start * total
-    if decay_start >= 1 or step < start:
-        return lr
-    return lr * max(0.0, (total - step) / max(1.0, total - start))
-
-
 class SelfRegMethod(Method):
     """One attention/transformation generator against a PatchGAN; mask-free restore, mask = A."""
 
@@ -244,10 +237,7 @@ class SelfRegMethod(Method):
         if self.data is None or self.opt_G is None or self.opt_D is None:
             raise RuntimeError("selfreg: call setup_training(data) before train_step")
         cfg, dev = self.cfg, self.ctx.device
-        lr = lr_at(step, self.total_steps, cfg.lr, cfg.lr_decay_start)
-        for opt in (self.opt_G, self.opt_D):
-            for group in opt.param_groups:
-                group["lr"] = lr
+        set_lr(linear_decay(step, self.total_steps, cfg.lr, cfg.lr_decay_start), self.opt_G, self.opt_D)
         self.G.train()
         batch = self.data.unpaired(cfg.batch_size, cfg.natural_share)
         x = to_pm1(batch.occluded.to(dev))

@@ -22,6 +22,7 @@ from bench.nn.losses import gradient_penalty
 from bench.nn.two_path import GeneratorOutput, to_01, to_pm1
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 from bench.options import Options, option
+from bench.training import linear_decay, set_lr
 from oagan import losses as L
 from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import build_generator
@@ -231,13 +232,6 @@ class OAGANMethod(Method):
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
 
-    def _learning_rate(self, step: int) -> float:
-        cfg, total = self.cfg, self.total_steps
-        start = cfg.lr_decay_start * total
-        if step < start or cfg.lr_decay_start >= 1:
-            return cfg.lr
-        return cfg.lr * max(0.0, (total - step) / max(1.0, total - start))
-
     def _attrs(self, attributes: torch.Tensor) -> torch.Tensor:
         return attributes[:, self.attr_columns].to(self.ctx.device)
 
@@ -245,9 +239,7 @@ class OAGANMethod(Method):
         if self.data is None or self.opt_G is None or self.opt_D is None:
             raise RuntimeError("oagan: call setup_training(data) before train_step")
         cfg, dev = self.cfg, self.ctx.device
-        for opt in (self.opt_G, self.opt_D):
-            for group in opt.param_groups:
-                group["lr"] = self._learning_rate(step)
+        set_lr(linear_decay(step, self.total_steps, cfg.lr, cfg.lr_decay_start), self.opt_G, self.opt_D)
         self.G.train()
         paired = not is_natural_step(step, self.total_steps, cfg)
         gt = hole = None

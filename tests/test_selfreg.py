@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 import baselines.selfreg
-from baselines.selfreg import SelfRegMethod, TwoBranchGenerator, lpips_distance, lr_at
+from baselines.selfreg import SelfRegMethod, TwoBranchGenerator, lpips_distance
 from bench.nn.losses import perceptual_loss
 from bench.nn.two_path import GeneratorOutput, TwoPathGenerator
 from bench.options import OptionError
+from bench.training import linear_decay
 from tests.util import check_bit_exact_resume, same_state
 
 TINY = dict(width=4, res_blocks=1, d_width=4, batch_size=2)
@@ -138,10 +139,10 @@ class _ConstantCritic(nn.Module):
 
 
 def test_learning_rate_schedule():
-    assert lr_at(0, 100, 2e-4, 0.5) == lr_at(50, 100, 2e-4, 0.5) == 2e-4
-    assert lr_at(75, 100, 2e-4, 0.5) == pytest.approx(1e-4)
-    assert lr_at(100, 100, 2e-4, 0.5) == 0.0
-    assert lr_at(99, 100, 2e-4, 1.0) == 2e-4
+    assert linear_decay(0, 100, 2e-4, 0.5) == linear_decay(50, 100, 2e-4, 0.5) == 2e-4
+    assert linear_decay(75, 100, 2e-4, 0.5) == pytest.approx(1e-4)
+    assert linear_decay(100, 100, 2e-4, 0.5) == 0.0
+    assert linear_decay(99, 100, 2e-4, 1.0) == 2e-4
 
 
 class _UnpairedOnly:
@@ -213,7 +214,7 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
     method = check_bit_exact_resume(
         SelfRegMethod, options, 4, 2, tmp_path, make_context, lambda: make_train_data(32, 8)
     )
-    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(lr_at(3, 4, method.cfg.lr, 0.5))
+    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(linear_decay(3, 4, method.cfg.lr, 0.5))
 
 
 def test_quick_and_paper_profiles(make_context):
