@@ -69,6 +69,25 @@ def check_output(label: str, images, masks, expected: tuple[int, ...]) -> None:
             )
 
 
+def batch_seed(seed: int, label: str, split: str, batch_number: int) -> int:
+    """The fixed seed of one batch's restore(): stochastic methods (noise fills, latents) repeat exactly."""
+    return zlib.crc32(f"{seed}/{label}/{split}/{batch_number}".encode())
+
+
+def seeded_restore(method, x, m, device, seed: int):
+    """``method.restore(x, m)`` without gradients under ``seed``, leaving the global random state untouched."""
+    import torch
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return method.restore(x, m)
+
+
+def binarise(masks: np.ndarray, threshold: float) -> np.ndarray:
+    """uint8 masks (0-255) as the {0, 1} masks fed to a mask-requiring method: above ``threshold`` in [0, 1]."""
+    return (masks.astype(np.float32) / 255.0 > threshold).astype(np.uint8)
+
+
 class Evaluator:
     """Scores methods on fixed test splits into a run folder; ``bench perf`` times :meth:`evaluate_batch`."""
 
@@ -97,16 +116,11 @@ class Evaluator:
                 if len(todo):
                     self.evaluate_batch(job, method, split, faces, todo, device, batch_number=number)
 
-    def batch_seed(self, label: str, split: str, batch_number: int) -> int:
-        return zlib.crc32(f"{self.seed}/{label}/{split}/{batch_number}".encode())
-
     def evaluate_batch(
         self, job: Job, method, split: str, faces: FaceSet, idx: np.ndarray, device, batch_number: int = 0
     ) -> None:
         """One batch through the whole protocol: mask the input, restore, save the uint8 PNGs, score them,
         append the rows."""
-        import torch
-
         from bench import metrics
         from bench.data.types import mask_tensor, to_tensor, to_uint8
 
@@ -116,9 +130,7 @@ class Evaluator:
             m = mask_tensor(self.masks_for(job, split, faces, idx)).to(device)
             x = x * (1 - m)  # the paper's Fig. 10(d): the hole is zeroed
         t0 = time.perf_counter()
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.batch_seed(job.label, split, batch_number))
-            out = method.restore(x, m)
+        out = seeded_restore(method, x, m, device, batch_seed(self.seed, job.label, split, batch_number))
         seconds = (time.perf_counter() - t0) / len(idx)
         check_output(job.label, out.images, out.masks, tuple(x.shape))
         outside = ((out.images < 0) | (out.images > 1)).flatten(1).float().mean(1).cpu().numpy()
@@ -154,7 +166,7 @@ class Evaluator:
                     f"mask source {job.mask_source!r} has no mask for {split}/{faces.ids[i]} ({path}); "
                     f"{job.mask_source} must be evaluated (without failing) before {job.label}"
                 )
-            masks.append((read_png(path).astype(np.float32) / 255.0 > self.mask_threshold).astype(np.uint8))
+            masks.append(binarise(read_png(path), self.mask_threshold))
         return np.stack(masks)
 
     def rows(self, job, split, faces, idx, pred, pred_mask, seconds, metrics) -> list[dict[str, Any]]:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.data.types import FaceSet
-
-RESAMPLES = 2000
+from bench.stats import RESAMPLES
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ per image in ``identification/similarity.csv``.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
@@ -55,10 +54,8 @@ def restore_faces(job, methods: dict, faces: FaceSet, device, threshold: float, 
     """``faces`` (occluded, with true masks) through ``job``'s protocol as the evaluator runs it (hole zeroed
     for mask-requiring methods, mask from the oracle or a mask source binarised at ``threshold``, per-batch
     seeds), returned as uint8 without being saved or scored."""
-    import torch
-
     from bench.data.types import mask_tensor, to_tensor, to_uint8
-    from bench.evaluation import check_output
+    from bench.evaluation import batch_seed, binarise, check_output, seeded_restore
     from bench.planning import ORACLE
 
     def run(name: str, label: str, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -69,13 +66,11 @@ def restore_faces(job, methods: dict, faces: FaceSet, device, threshold: float, 
             if masks is not None:
                 m = mask_tensor(masks[start : start + batch_size]).to(device)
                 x = x * (1 - m)
-            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(zlib.crc32(f"{seed}/{label}/id_train/{number}".encode()))
-                out = methods[name].restore(x, m)
+            out = seeded_restore(methods[name], x, m, device, batch_seed(seed, label, "id_train", number))
             check_output(label, out.images, out.masks, tuple(x.shape))
             images.append(to_uint8(out.images))
             if out.masks is not None:
-                predicted.append((to_uint8(out.masks).astype(np.float32) / 255.0 > threshold).astype(np.uint8))
+                predicted.append(binarise(to_uint8(out.masks), threshold))
         return np.concatenate(images), np.concatenate(predicted) if predicted else None
 
     masks = None
