@@ -84,13 +84,9 @@ class Identification:
 
     def __init__(self, store, bench, splits, jobs, methods, config, device, console, registry, occluder) -> None:
         self.store, self.bench, self.splits, self.jobs, self.methods = store, bench, splits, jobs, methods
-        self.config, self.device, self.console, self.registry, self.occluder = (
-            config,
-            device,
-            console,
-            registry,
-            occluder,
-        )
+        self.config, self.device, self.console, self.registry = config, device, console, registry
+        self.occluder = occluder
+        self.fingerprint = bench.fingerprint()  # once: every trained recognizer's key holds it
         self.gallery_faces = bench.test_clean  # every test identity enrolled, whatever --limit cut from the probes
         self.gallery = protocol.choose_gallery(self.gallery_faces, config.seed)
         self.sets = probe_sets(store, splits, [j.label for j in jobs], self.gallery)
@@ -217,7 +213,7 @@ class Identification:
             image_size=cfg.image_size,
             seed=cfg.seed,
             steps=steps,
-            data=self.bench.fingerprint(),
+            data=self.fingerprint,
             inputs=files_identity(cfg.occluders, cfg.weights_dir, env_weights(), recognizer.ctx.weights),
         )
         key = config_hash(entry.key)
