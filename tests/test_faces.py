@@ -114,8 +114,15 @@ def test_natural_occlusion_clean_and_mask_consistent(renderer, kind):
     assert np.array_equal(out.clean, plain.clean) and np.array_equal(out.landmarks, plain.landmarks)
     m = out.mask.astype(bool)
     assert 0.01 < m.mean() < 0.5 and out.occluder.startswith(f"natural/{kind}/")
-    assert np.array_equal(out.image[~m], out.clean[~m])
     assert np.abs(out.image[m].astype(int) - out.clean[m]).sum(1).mean() > 10
+    seen = (out.image != out.clean).any(-1) & ~m
+    if kind != "eyeglasses":
+        assert not seen.any()  # everything an opaque occluder changes is in its mask
+        return
+    # Clear lenses tint the face behind them without hiding it: changed pixels outside the mask (docs/design.md
+    # "Data"), faintly (a 14% blend; ~10 levels on average against ~150 under the frame).
+    assert seen.mean() > 0.005
+    assert np.abs(out.image[seen].astype(int) - out.clean[seen]).mean() < 20
 
 
 def _small(seed=0, size=32, **counts):
@@ -136,7 +143,8 @@ def test_benchmark_splits_and_determinism():
     outside = tp.masks == 0
     assert np.array_equal(tp.images[outside], tp.clean[outside])
     assert all(f.startswith("natural/") for f in te.families)
-    assert np.array_equal(te.images[te.masks == 0], te.clean[te.masks == 0])
+    opaque = np.array([not f.endswith("eyeglasses") for f in te.families])  # clear lenses tint outside the mask
+    assert np.array_equal(te.images[opaque][te.masks[opaque] == 0], te.clean[opaque][te.masks[opaque] == 0])
     assert list(bench.test_clean.identities) == list(range(6))
 
 

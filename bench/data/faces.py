@@ -205,7 +205,8 @@ class Rendered(NamedTuple):
 class _Pen:
     """Draws normalised-frame shapes on a canvas through an affine map (pose x supersampled pixels).
 
-    When ``cov`` is set every shape is also drawn in 255 on it: the coverage of a natural occluder.
+    When ``cov`` is set every shape is also drawn in 255 on it: the coverage of a natural occluder. ``seen``
+    collects what an occluder changes but does not hide (a clear lens's tint): composited, not in the mask.
     """
 
     SHIFT = 4
@@ -213,6 +214,7 @@ class _Pen:
     def __init__(self, img: np.ndarray, affine: np.ndarray, scale: float, angle: float):
         self.img, self.affine, self.scale, self.angle = img, affine, scale, angle
         self.cov: np.ndarray | None = None
+        self.seen: np.ndarray | None = None
 
     def _pts(self, pts) -> np.ndarray:
         p = np.asarray(pts, np.float64) @ self.affine[:, :2].T + self.affine[:, 2]
@@ -288,11 +290,12 @@ class FaceRenderer:
         clean = self._finish(img, pose)
         if natural is None:
             return Rendered(clean, landmarks.astype(np.float32), clean, np.zeros(clean.shape[:2], np.uint8), "")
-        pen.img, pen.cov = img.copy(), np.zeros((s, s), np.uint8)
+        pen.img, pen.cov, pen.seen = img.copy(), np.zeros((s, s), np.uint8), np.zeros((s, s), np.uint8)
         style = _NATURAL_DRAW[natural](pen, ident, pose.style)
-        cov = cv2.resize(pen.cov, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        mask = (cov >= 48).astype(np.uint8)
-        occluded = np.where(mask[..., None] > 0, self._finish(pen.img, pose), clean)
+        size = (self.size, self.size)
+        mask, seen = (cv2.resize(layer, size, interpolation=cv2.INTER_AREA) >= 48 for layer in (pen.cov, pen.seen))
+        occluded = np.where((mask | seen)[..., None], self._finish(pen.img, pose), clean)
+        mask = mask.astype(np.uint8)
         return Rendered(clean, landmarks.astype(np.float32), occluded, mask, f"natural/{natural}/{style}")
 
     def _finish(self, img: np.ndarray, pose: Pose) -> np.ndarray:
@@ -587,12 +590,12 @@ def _glasses(pen: _Pen, f: Identity, style: int, sun: bool) -> int:
                 _mix(lens, (255, 255, 255), 0.5),
                 0.006,
             )
-        else:  # clear lens: a faint tint and a glare streak change the pixels behind it
+        else:  # clear lens: a faint tint changes the face behind it without hiding it (not in the mask, docs)
             region = np.zeros(pen.img.shape[:2], np.uint8)
             pen.poly(box, 255, img=region)
             sel = region > 0
             pen.img[sel] = (pen.img[sel] * 0.86 + np.array([215, 230, 245]) * 0.14).astype(np.uint8)
-            pen.cov[sel] = 255
+            pen.seen[sel] = 255
             pen.line([(ex - rx * 0.55, ey + ry * 0.1), (ex - rx * 0.1, ey - ry * 0.6)], (240, 244, 250), 0.005)
         pen.line(np.concatenate([box, box[:1]]), tuple(colour), width)
         pen.line(
