@@ -130,6 +130,7 @@ def cache_entry(
     steps: int,
     data: str,
     inputs: list[list[Any]],
+    acceleration: dict[str, Any],
 ) -> CacheEntry:
     import torch
 
@@ -145,6 +146,7 @@ def cache_entry(
         "steps": steps,
         "data": data,
         "files": inputs,
+        "acceleration": acceleration,
         "torch": torch.__version__,
     }
     return CacheEntry(root / method.replace(":", "_") / config_hash(key), key)

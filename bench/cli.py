@@ -191,6 +191,9 @@ def run(
     ),
     id_weights: Path | None = typer.Option(None, help="Local recognizer weights (LightCNN-9: official layout)."),
     id_steps: int | None = typer.Option(None, help="Recognizer training steps (LightCNN-9: 600 quick, 2000 paper)."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (GPU; the gradient penalty stays fp32)."),
+    channels_last: bool = typer.Option(False, help="Networks in channels-last memory format (training and inference)."),
+    compile: bool = typer.Option(False, help="torch.compile the networks for inference (pays on long evaluations)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables: only the report's path (stdout)."),
     as_json: bool = typer.Option(False, "--json", help="No progress; one JSON summary on stdout instead of the table."),
 ) -> None:
@@ -225,6 +228,9 @@ def run(
             id_weights=id_weights,
             id_steps=id_steps,
             id_model=id_model,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
         )
         store = Runner(config, argv=sys.argv, console=console).run()
     except (RunError, FileNotFoundError, ValueError) as exc:
@@ -364,8 +370,12 @@ def perf(
     repeats: int = typer.Option(5),
     profile: str = typer.Option("quick", help="Method widths and iteration counts: quick or paper."),
     output: Path | None = typer.Option(None, help="Also write the table as JSON here."),
+    precision: str = typer.Option("fp32", help="fp32 or bf16 autocast; against eager fp32 when not the default."),
+    channels_last: bool = typer.Option(False, help="Channels-last networks; timed against eager fp32."),
+    compile: bool = typer.Option(False, help="torch.compile for inference; timed against eager fp32."),
 ) -> None:
     """Measure images/s (inference and training step), harness overhead and peak memory per method."""
+    from bench.acceleration import Acceleration
     from bench.perf import run_perf
     from bench.planning import RunError
 
@@ -382,8 +392,9 @@ def perf(
             repeats=repeats,
             output=output,
             profile=profile,
+            accel=Acceleration(precision, channels_last, compile),
         )
-    except RunError as exc:
+    except (RunError, ValueError) as exc:
         _fail(str(exc))
 
 

@@ -4,13 +4,18 @@ Batches are fixed chunks of each rank's shard and the global torch generator is 
 (seed, label, split, batch), so a killed evaluation that resumes produces the very bytes an uninterrupted
 one would. A method whose ``restore`` returns NaN or inf fails with one line and nothing of that batch is
 scored; values outside [0, 1] are clamped for the saved PNG and counted per image (``out_of_range``).
+
+Scoring is pipelined: while the method restores batch k+1, one worker thread scores batch k, writes its PNGs and
+appends its rows (rows only once every PNG is on disk), so on a GPU the metrics cost no wall time and on a CPU
+they fill the cores the forward pass leaves idle. At most one batch is in flight; each split ends with a flush,
+which re-raises a failed write (a full disk) before the next split reads what is done.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,7 @@ from bench.runstore import RunStore
 
 EVAL_SPLITS = ("test_paired", "test_natural", "test_clean")
 _WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bench-png")  # cv2 and fsync release the GIL
+_SCORER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-score")  # one batch scored at a time, in order
 
 
 class MethodOutputError(RuntimeError):
@@ -74,13 +80,17 @@ def batch_seed(seed: int, label: str, split: str, batch_number: int) -> int:
     return zlib.crc32(f"{seed}/{label}/{split}/{batch_number}".encode())
 
 
-def seeded_restore(method, x, m, device, seed: int):
-    """``method.restore(x, m)`` without gradients under ``seed``, leaving the global random state untouched."""
+def seeded_restore(method, x, m, device, seed: int, precision: str = "fp32"):
+    """``method.restore(x, m)`` without gradients under ``seed`` (and bf16 autocast for ``precision="bf16"``),
+    leaving the global random state untouched."""
     import torch
+
+    from bench.acceleration import autocast
 
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return method.restore(x, m)
+        with autocast(device, precision):
+            return method.restore(x, m)
 
 
 def binarise(masks: np.ndarray, threshold: float) -> np.ndarray:
@@ -92,14 +102,30 @@ class Evaluator:
     """Scores methods on fixed test splits into a run folder; ``bench perf`` times :meth:`evaluate_batch`."""
 
     def __init__(
-        self, store: RunStore, *, seed: int, mask_threshold: float, batch_size: int, rank: int = 0, world: int = 1
+        self,
+        store: RunStore,
+        *,
+        seed: int,
+        mask_threshold: float,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        precision: str = "fp32",
     ):
         self.store = store
+        self.precision = precision
         self.seed = seed
         self.mask_threshold = mask_threshold
         self.batch_size = batch_size
         self.rank = rank
         self.world = world
+        self._pending: Future | None = None
+
+    def flush(self) -> None:
+        """Wait for the batch being scored; re-raises its failure."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def evaluate(self, job: Job, method, splits: dict[str, FaceSet], device) -> None:
         for split, faces in splits.items():
@@ -110,18 +136,20 @@ class Evaluator:
             self.store.repair_rows(job.label)
             done = self.store.done_ids(job.label, split)
             mine = np.arange(self.rank, len(faces), self.world)  # strided shard by sample index
-            for number, start in enumerate(range(0, len(mine), self.batch_size)):
-                batch = mine[start : start + self.batch_size]
-                todo = np.array([i for i in batch if faces.ids[i] not in done], dtype=np.int64)
-                if len(todo):
-                    self.evaluate_batch(job, method, split, faces, todo, device, batch_number=number)
+            try:
+                for number, start in enumerate(range(0, len(mine), self.batch_size)):
+                    batch = mine[start : start + self.batch_size]
+                    todo = np.array([i for i in batch if faces.ids[i] not in done], dtype=np.int64)
+                    if len(todo):
+                        self.evaluate_batch(job, method, split, faces, todo, device, batch_number=number)
+            finally:
+                self.flush()  # the batches restored before a failure keep their rows
 
     def evaluate_batch(
         self, job: Job, method, split: str, faces: FaceSet, idx: np.ndarray, device, batch_number: int = 0
     ) -> None:
-        """One batch through the whole protocol: mask the input, restore, save the uint8 PNGs, score them,
-        append the rows."""
-        from bench import metrics
+        """One batch through the whole protocol: mask the input, restore, then (on the scoring thread, after the
+        previous batch is done) save the uint8 PNGs, score them, append the rows. :meth:`flush` waits for it."""
         from bench.data.types import mask_tensor, to_tensor, to_uint8
 
         x = to_tensor(faces.images[idx]).to(device)
@@ -130,20 +158,31 @@ class Evaluator:
             m = mask_tensor(self.masks_for(job, split, faces, idx)).to(device)
             x = x * (1 - m)  # the paper's Fig. 10(d): the hole is zeroed
         t0 = time.perf_counter()
-        out = seeded_restore(method, x, m, device, batch_seed(self.seed, job.label, split, batch_number))
+        out = seeded_restore(
+            method, x, m, device, batch_seed(self.seed, job.label, split, batch_number), self.precision
+        )
         seconds = (time.perf_counter() - t0) / len(idx)
         check_output(job.label, out.images, out.masks, tuple(x.shape))
         outside = ((out.images < 0) | (out.images > 1)).flatten(1).float().mean(1).cpu().numpy()
         pred = to_uint8(out.images)
         pred_mask = to_uint8(out.masks) if out.masks is not None else None
-        writes = []  # PNG encoding and fsync overlap with scoring; rows are appended once every PNG is on disk
-        for j, i in enumerate(idx):
-            writes.append(
-                _WRITER.submit(write_png, self.store.prediction_path(job.label, split, faces.ids[i]), pred[j])
-            )
-            if pred_mask is not None:
-                path = self.store.prediction_path(job.label, split, faces.ids[i], mask=True)
-                writes.append(_WRITER.submit(write_png, path, pred_mask[j]))
+        self.flush()
+        self._pending = _SCORER.submit(self._store_batch, job, split, faces, idx, pred, pred_mask, seconds, outside)
+
+    def _store_batch(self, job, split, faces, idx, pred, pred_mask, seconds, outside) -> None:
+        """Write the PNGs, score them, append the rows once every PNG is on disk (a kill never leaves a row
+        without its image)."""
+        from bench import metrics
+
+        writes = [
+            _WRITER.submit(write_png, self.store.prediction_path(job.label, split, faces.ids[i]), pred[j])
+            for j, i in enumerate(idx)
+        ]
+        if pred_mask is not None:
+            writes += [
+                _WRITER.submit(write_png, self.store.prediction_path(job.label, split, faces.ids[i], mask=True), m)
+                for m, i in zip(pred_mask, idx, strict=True)
+            ]
         rows = self.rows(job, split, faces, idx, pred, pred_mask, seconds, metrics)
         for row, frac in zip(rows, outside, strict=True):
             row["out_of_range"] = float(frac)
@@ -178,10 +217,7 @@ class Evaluator:
             true_mask = np.zeros(pred.shape[:3], np.uint8)
         scores: dict[str, np.ndarray] = {}
         if target is not None:
-            scores["psnr"] = metrics.psnr(pred, target)
-            scores["ssim"], scores["ssim_padded"] = metrics.ssim_pair(pred, target)
-            if true_mask is not None and true_mask.any():
-                scores["region_psnr"] = metrics.region_psnr(pred, target, true_mask)
+            scores.update(metrics.image_scores(pred, target, true_mask))
         if pred_mask is not None and true_mask is not None:
             scores.update(metrics.mask_scores(pred_mask, true_mask, self.mask_threshold))
         rows = []

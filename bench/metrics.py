@@ -1,6 +1,7 @@
 """Per-image metrics on what was saved (uint8), as the design's conventions fix them.
 
-PSNR: torchmetrics, ``data_range=1.0``, one value per image (``dim=(1,2,3)``), never the pooled MSE.
+PSNR: 10 log10(1 / MSE), ``data_range=1.0``, one value per image (torchmetrics with ``dim=(1,2,3)``; scikit-image),
+never the pooled MSE of a batch.
 SSIM: Gaussian window 11, sigma 1.5, K=(0.01, 0.03), ``data_range=1.0``, per image, mean over RGB.
 The headline SSIM is the field's convention (``SSIM_CONVENTION``): the map over valid windows only, i.e. the
 5 px border dropped, which is scikit-image with Wang et al.'s settings and mmagic (``ssim(..., crop=True)``).
@@ -33,33 +34,55 @@ def _to01(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    from torchmetrics.functional.image import peak_signal_noise_ratio
+def _psnr(mse: torch.Tensor) -> np.ndarray:
+    """10 log10(1 / MSE) per image (data range 1); inf for an exact match."""
+    mse = mse.numpy().astype(np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(mse > 0, 10 * np.log10(1 / np.maximum(mse, 1e-300)), math.inf)
 
-    p, t = _to01(pred), _to01(target)
-    out = peak_signal_noise_ratio(p, t, data_range=1.0, dim=(1, 2, 3), reduction="none")
-    return out.numpy().astype(np.float64)
+
+def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return _psnr(((_to01(pred) - _to01(target)) ** 2).mean(dim=(1, 2, 3)))
+
+
+def _gaussian_window() -> torch.Tensor:
+    """The normalised 1-D Gaussian of the SSIM window (torchmetrics' and scikit-image's taps)."""
+    d = torch.arange(SSIM_KERNEL, dtype=torch.float32) - (SSIM_KERNEL - 1) / 2
+    g = torch.exp(-((d / SSIM_SIGMA) ** 2) / 2)
+    return g / g.sum()
+
+
+def _ssim_map(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The SSIM map [N,3,H,W] of images mirror-padded by 5 px (torchmetrics' construction), with the 11x11
+    Gaussian applied as two 1-D passes: 22 taps per pixel instead of 121, ~3x faster, equal to float rounding."""
+    r = (SSIM_KERNEL - 1) // 2
+    p, t = (torch.nn.functional.pad(x, (r, r, r, r), mode="reflect") for x in (p, t))
+    c = p.shape[1]
+    g = _gaussian_window()
+    stack = torch.cat((p, t, p * p, t * t, p * t))
+    blur = torch.nn.functional.conv2d(stack, g.view(1, 1, 1, -1).expand(c, 1, 1, SSIM_KERNEL), groups=c)
+    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, -1, 1).expand(c, 1, SSIM_KERNEL, 1), groups=c)
+    mu_p, mu_t, e_pp, e_tt, e_pt = blur.split(p.shape[0])
+    var_p = (e_pp - mu_p**2).clamp(min=0.0)
+    var_t = (e_tt - mu_t**2).clamp(min=0.0)
+    cov = e_pt - mu_p * mu_t
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
 
 
 def ssim(pred: np.ndarray, target: np.ndarray, crop: bool = False) -> np.ndarray:
-    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
-
-    p, t = _to01(pred), _to01(target)
-    kw = dict(gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=1.0, k1=0.01, k2=0.03)
-    if not crop:
-        return tm_ssim(p, t, reduction="none", **kw).numpy().astype(np.float64)
-    _, full = tm_ssim(p, t, reduction="none", return_full_image=True, **kw)
-    r = (SSIM_KERNEL - 1) // 2
-    return full[..., r:-r, r:-r].mean(dim=(1, 2, 3)).numpy().astype(np.float64)
+    """Per-image SSIM: over valid windows (``crop=True``, the headline) or over the padded image."""
+    valid, padded = ssim_pair(pred, target)
+    return valid if crop else padded
 
 
 def ssim_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(valid-window SSIM, padded SSIM) per image from one SSIM map: the headline and the second column."""
-    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+    return _ssim_pair(_to01(pred), _to01(target))
 
-    p, t = _to01(pred), _to01(target)
-    kw = dict(gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, data_range=1.0, k1=0.01, k2=0.03)
-    _, full = tm_ssim(p, t, reduction="none", return_full_image=True, **kw)
+
+def _ssim_pair(p: torch.Tensor, t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    full = _ssim_map(p, t)
     r = (SSIM_KERNEL - 1) // 2
     valid = full[..., r:-r, r:-r].mean(dim=(1, 2, 3))
     return valid.numpy().astype(np.float64), full.mean(dim=(1, 2, 3)).numpy().astype(np.float64)
@@ -67,9 +90,12 @@ def ssim_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def region_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """PSNR over the pixels where ``mask`` is 1 (all channels); NaN where the mask is empty."""
-    p, t = _to01(pred), _to01(target)
-    m = torch.from_numpy(np.ascontiguousarray(mask).astype(np.float32))[:, None].expand_as(p)
-    se = ((p - t) ** 2 * m).sum(dim=(1, 2, 3))
+    return _region_psnr((_to01(pred) - _to01(target)) ** 2, mask)
+
+
+def _region_psnr(squared_error: torch.Tensor, mask: np.ndarray) -> np.ndarray:
+    m = torch.from_numpy(np.ascontiguousarray(mask).astype(np.float32))[:, None].expand_as(squared_error)
+    se = (squared_error * m).sum(dim=(1, 2, 3))
     n = m.sum(dim=(1, 2, 3))
     out = []
     for s, c in zip(se.tolist(), n.tolist(), strict=True):
@@ -80,6 +106,18 @@ def region_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.nd
         else:
             out.append(10 * math.log10(c / s))
     return np.array(out, dtype=np.float64)
+
+
+def image_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``psnr``, ``ssim``, ``ssim_padded`` and (with a non-empty ``mask``) ``region_psnr`` of one batch, from one
+    conversion to float: what the evaluator scores per image."""
+    p, t = _to01(pred), _to01(target)
+    squared_error = (p - t) ** 2
+    out = {"psnr": _psnr(squared_error.mean(dim=(1, 2, 3)))}
+    out["ssim"], out["ssim_padded"] = _ssim_pair(p, t)
+    if mask is not None and mask.any():
+        out["region_psnr"] = _region_psnr(squared_error, mask)
+    return out
 
 
 def mask_scores(pred_mask: np.ndarray, true_mask: np.ndarray, threshold: float = 0.5) -> dict[str, np.ndarray]:

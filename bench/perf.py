@@ -1,10 +1,12 @@
 """``bench perf``: speed and memory per method, measured, not guessed.
 
 For each method and image size: training-step throughput (images/s; trainable methods), inference
-throughput of ``restore`` alone (the bare model), the same batch through the harness's own evaluation
-(``Evaluator.evaluate_batch``: masking, quantisation, PNG writes, metrics, rows) to give the harness
-overhead, and peak memory (CUDA peak allocation on a GPU; the process's peak RSS on CPU, so run one
-method per call to isolate it). Networks are untrained: speed does not depend on the weights.
+throughput of ``restore`` alone (the bare model) and the fraction of the device's measured 3x3-conv peak it
+reaches, the same batches through the harness's own evaluation (``Evaluator``: masking, quantisation, PNG writes,
+metrics, rows) to give the harness overhead as a share of the bare forward, with ``--channels-last`` /
+``--compile`` / ``--precision`` the speed-up over the eager float32 restore and the largest output difference, and
+peak memory (CUDA peak allocation on a GPU; the process's peak RSS on CPU, so run one method per call to isolate
+it). Networks are untrained: speed does not depend on the weights. All ratios come from one process.
 """
 
 from __future__ import annotations
@@ -39,81 +41,153 @@ def _timed(fn, device, repeats: int) -> float:
     return float(np.median(times))
 
 
-def measure(spec, size: int, batch_size: int, device, repeats: int, profile: str = "quick") -> dict[str, Any]:
+def conv_peak_flops(device, size: int, repeats: int) -> float:
+    """FLOP/s of one dense 3x3 convolution (64 -> 64 channels, batch 8) at ``size`` px on ``device``: the
+    machine's practical peak for the layers these networks are made of, measured in the same run."""
     import torch
 
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device)
+    x = torch.randn(8, 64, size, size, device=device)
+
+    def once() -> None:
+        with torch.no_grad():
+            conv(x)
+
+    return 2 * 8 * 64 * 64 * 9 * size * size / _timed(once, device, repeats)
+
+
+def forward_flops(fn) -> int:
+    """Multiply-add FLOPs (x2) of convolutions and matrix products in one call of ``fn``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def measure(
+    spec, size: int, batch_size: int, device, repeats: int, profile: str = "quick", accel=None, peak: float = 0.0
+) -> dict[str, Any]:
+    """One method at one size. With ``accel`` (bench.acceleration) the restore is timed eager in float32 first and
+    then accelerated, on the same weights, outputs compared; the harness and the training step run accelerated.
+    ``peak``: the device's FLOP/s (:func:`conv_peak_flops`) for the fraction the restore reaches."""
+    import torch
+
+    from bench.acceleration import Acceleration, autocast
     from bench.data.embedded import build_synthetic, default_occluder
-    from bench.data.types import TrainData, mask_tensor, to_tensor
+    from bench.data.types import TrainData, mask_tensor, to_tensor, to_uint8
     from bench.evaluation import Evaluator
     from bench.method import make_context
     from bench.planning import ORACLE, Job
     from bench.runstore import RunStore
 
+    accel = accel or Acceleration()
+    batches = 4  # the harness scores batch k while batch k+1 is restored: time a sequence, not one batch
     bench = build_synthetic(
-        size=size, seed=0, identities=8, train_clean=32, train_natural=16, test_paired=16, test_natural=8, test_clean=8
+        size=size,
+        seed=0,
+        identities=8,
+        train_clean=32,
+        train_natural=16,
+        test_paired=batches * batch_size,
+        test_natural=8,
+        test_clean=8,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     cls = spec.load()
-    ctx = make_context(  # built as `bench run` builds it
-        cls,
-        image_size=size,
-        profile=profile,
-        device=device,
-        options=(spec.options,),
-        name=spec.name,
-        attribute_names=bench.attribute_names,
-    )
-    method = cls(ctx)
+
+    def build():
+        torch.manual_seed(0)
+        ctx = make_context(  # built as `bench run` builds it
+            cls,
+            image_size=size,
+            profile=profile,
+            device=device,
+            options=(spec.options,),
+            name=spec.name,
+            attribute_names=bench.attribute_names,
+        )
+        return cls(ctx)
+
+    method = build()
     row: dict[str, Any] = {
         "method": spec.name,
         "size": size,
         "profile": profile,
         "batch": batch_size,
         "device": str(device),
+        "acceleration": accel.record(),
     }
-    if method.trainable:
-        data = TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
-        method.setup_training(data)
-        step = [0]
-
-        def train_once() -> None:
-            method.train_step(step[0])
-            step[0] += 1
-
-        seconds = _timed(train_once, device, max(2, repeats // 2))
-        row["train_step_s"] = round(seconds, 4)
     faces = bench.test_paired
-    idx = np.arange(min(batch_size, len(faces)))
-    x = to_tensor(faces.images[idx]).to(device)
-    m = mask_tensor(faces.masks[idx]).to(device) if spec.needs_mask else None
-    x_in = x * (1 - m) if m is not None else x
+    chunks = [np.arange(k, min(k + batch_size, len(faces))) for k in range(0, len(faces), batch_size)]
+    inputs = []
+    for idx in chunks:
+        x = to_tensor(faces.images[idx]).to(device)
+        m = mask_tensor(faces.masks[idx]).to(device) if spec.needs_mask else None
+        inputs.append((x * (1 - m) if m is not None else x, m))
 
-    def bare() -> None:
-        with torch.no_grad():
-            method.restore(x_in, m)
+    def bare(precision: str = "fp32") -> list:
+        with torch.no_grad(), autocast(device, precision):
+            return [method.restore(x, m).images for x, m in inputs]
 
-    # The harness's own per-batch evaluation (oracle masks), into a throw-away run folder.
+    n = len(faces)
+    accelerated = accel != Acceleration()
+    if accelerated:
+        reference = [to_uint8(y) for y in bare()]
+        t_eager = _timed(bare, device, repeats)
+        accel.prepare(method)
+        accel.for_inference(method)
+        fast = [to_uint8(y) for y in bare(accel.precision)]
+        row["eager_images_per_s"] = round(n / t_eager, 2)
+        row["accelerated_max_uint8_diff"] = max(
+            int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fast, reference, strict=True)
+        )
+    t_bare = _timed(lambda: bare(accel.precision), device, repeats)
+    if accelerated:
+        row["speedup_over_eager"] = round(t_eager / t_bare, 3)
+
+    # The harness's own evaluation (oracle masks) of the same batches, into a throw-away run folder.
     store = RunStore(Path(tempfile.mkdtemp(prefix="bench-perf-")))
-    evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size)
+    evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size, precision=accel.precision)
     job = Job(spec, ORACLE if spec.needs_mask else "own")
 
     def harness() -> None:
-        evaluator.evaluate_batch(job, method, "test_paired", faces, idx, device)
+        for number, idx in enumerate(chunks):
+            evaluator.evaluate_batch(job, method, "test_paired", faces, idx, device, batch_number=number)
+        evaluator.flush()
 
-    t_bare = _timed(bare, device, repeats)
     t_harness = _timed(harness, device, repeats)
-    n = len(idx)
-    batch = getattr(method, "batch_size", None)  # the training batch, for methods that expose it
-    if method.trainable and isinstance(batch, int):
-        row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
     row.update(
         {
             "infer_images_per_s": round(n / t_bare, 2),
             "harness_images_per_s": round(n / t_harness, 2),
             "harness_overhead_ms_per_image": round(1000 * (t_harness - t_bare) / n, 2),
+            "harness_overhead_pct": round(100 * (t_harness - t_bare) / t_bare, 1),
         }
     )
+    flops = forward_flops(lambda: bare(accel.precision)) / n
+    if flops and peak:
+        row["gflop_per_image"] = round(flops / 1e9, 3)
+        row["peak_fraction"] = round(flops * n / t_bare / peak, 3)
+    if method.trainable:  # a fresh instance: compiled forwards cannot take a gradient penalty's double backward
+        trainer = build()
+        accel.prepare(trainer)
+        trainer.setup_training(
+            TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
+        )
+        step = [0]
+
+        def train_once() -> None:
+            with autocast(device, accel.precision):
+                trainer.train_step(step[0])
+            step[0] += 1
+
+        row["train_step_s"] = round(_timed(train_once, device, max(2, repeats // 2)), 4)
+        batch = getattr(trainer, "batch_size", None)  # the training batch, for methods that expose it
+        if isinstance(batch, int):
+            row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
     if device.type == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     else:
@@ -129,6 +203,11 @@ PERF_COLUMNS = (  # (row key, header with unit, priority: the lowest is dropped 
     ("infer_images_per_s", "restore img/s", 7),
     ("harness_images_per_s", "harness img/s", 6),
     ("harness_overhead_ms_per_image", "harness +ms/img", 3),
+    ("harness_overhead_pct", "harness +%", 4),
+    ("eager_images_per_s", "eager img/s", 3),
+    ("speedup_over_eager", "x eager", 5),
+    ("accelerated_max_uint8_diff", "max diff", 3),
+    ("peak_fraction", "of peak", 3),
     ("peak_mem_mb", "peak GPU MiB", 2),
     ("peak_rss_mb", "peak RSS MiB", 2),
 )
@@ -155,11 +234,13 @@ def run_perf(
     repeats: int = 5,
     output: Path | None = None,
     profile: str = "quick",
+    accel=None,
 ) -> list[dict[str, Any]]:
     import torch
     from rich.console import Console
 
     from bench import plugins
+    from bench.acceleration import Acceleration
     from bench.planning import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, PROFILE_SIZE, RunError
     from bench.training import resolve_device, seed_everything
 
@@ -186,17 +267,23 @@ def run_perf(
     seed_everything(0)
     rows = []
     console = Console()
+    peaks = {size: conv_peak_flops(dev, size, repeats) for size in sizes}
+    for size, flops in peaks.items():
+        console.print(f"3x3 conv peak at {size} px: {flops / 1e9:.1f} GFLOP/s", highlight=False)
     for spec in specs:
         name = spec.name
         for size in sizes:
             try:
-                rows.append(measure(spec, size, batch_size, dev, repeats, profile))
+                rows.append(measure(spec, size, batch_size, dev, repeats, profile, accel, peaks[size]))
             except Exception as exc:  # report and go on: one slow or broken method must not hide the rest
                 rows.append({"method": name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
             console.print(f"measured {name} at {size} px", highlight=False)
     title = f"bench perf: {dev}, {profile} profile, batch {batch_size}, torch threads {torch.get_num_threads()}"
+    if accel is not None and accel.record() != Acceleration().record():
+        title += ", " + ", ".join(f"{k}={v}" for k, v in accel.record().items())
     print_perf_table(console, title, rows)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(rows, indent=2) + "\n")
+        peak = {str(size): round(flops / 1e9, 2) for size, flops in peaks.items()}
+        output.write_text(json.dumps({"conv_peak_gflops": peak, "rows": rows}, indent=2) + "\n")
     return rows

@@ -67,6 +67,9 @@ class RunConfig:
     id_weights: Path | None = None
     id_steps: int | None = None
     id_model: list[str] = field(default_factory=lambda: ["lightcnn9"])  # recognizers (plugins) for identification
+    precision: str = "fp32"  # fp32 or bf16 autocast (bench.acceleration)
+    channels_last: bool = False  # networks in channels-last memory format
+    compile: bool = False  # torch.compile the networks for inference
 
     def __post_init__(self) -> None:
         if isinstance(self.mask_source, str):
@@ -116,6 +119,10 @@ class RunConfig:
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
         _existing("--id-weights", self.id_weights, "file")
+        try:
+            self.acceleration()
+        except ValueError as exc:
+            raise RunError(str(exc)) from exc
         if not self.id_model:
             raise RunError("--id-model is empty; name a recognizer (e.g. lightcnn9 or dlib)")
         if len(set(self.id_model)) != len(self.id_model):
@@ -130,6 +137,11 @@ class RunConfig:
             scope, dot, name = key.rpartition(".")
             if not name or (dot and not METHOD_NAME.fullmatch(scope)):
                 raise RunError(f"--opt {key!r}: use key=value (every method) or method.key=value (one method)")
+
+    def acceleration(self):
+        from bench.acceleration import Acceleration
+
+        return Acceleration(self.precision, self.channels_last, self.compile)
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run (the device, output folder and batch size do not)."""

@@ -297,6 +297,7 @@ class Runner:
             batch_size=cfg.batch_size,
             rank=dist.rank,
             world=dist.world,
+            precision=cfg.precision,
         )
         methods: dict[str, Method] = {}
         failed: list[str] = []
@@ -364,6 +365,7 @@ class Runner:
             steps=ctx.total_steps,
             data=fingerprint,
             inputs=files_identity(cfg.occluders, cfg.weights_dir, env_weights()),
+            acceleration=cfg.acceleration().training_key(),
         )
 
     def _get_method(self, planned: Planned, info, bench: Benchmark, occluder, fingerprint: str, store: RunStore):
@@ -372,13 +374,16 @@ class Runner:
         seed_everything(self.config.seed)
         planned.ctx.attribute_names = bench.attribute_names  # known once the dataset is resolved
         method = planned.cls(planned.ctx)
+        accel = self.config.acceleration()
+        accel.prepare(method)
         name = planned.spec.name
         if not method.trainable:
             store.set_status("training", name, trained="not trainable", model="not trainable", info=method.info())
-            return method
-        entry = self.cache_entry(planned, info, fingerprint)
-        self._train_or_load(planned, method, entry, bench, occluder, store)  # every rank: data parallel
-        self.dist.barrier()
+        else:
+            entry = self.cache_entry(planned, info, fingerprint)
+            self._train_or_load(planned, method, entry, bench, occluder, store)  # every rank: data parallel
+            self.dist.barrier()
+        accel.for_inference(method)
         return method
 
     def _train_or_load(self, planned: Planned, method, entry: CacheEntry, bench, occluder, store: RunStore) -> None:
@@ -448,7 +453,16 @@ class Runner:
 
             budget = Budget(steps, cfg.time_budget)
             with FolderLock(entry.folder, "checkpoint folder") if self.dist.main else nullcontext():
-                result = fit(method, data, budget, entry.folder, on_step=on_step, dist=self.dist, stamp=key)
+                result = fit(
+                    method,
+                    data,
+                    budget,
+                    entry.folder,
+                    on_step=on_step,
+                    dist=self.dist,
+                    stamp=key,
+                    precision=cfg.precision,
+                )
         if result.resumed_from and self.dist.main:
             self.console.print(f"{name}: resumed training from step {result.resumed_from}")
         path = entry.last

@@ -223,6 +223,7 @@ def fit(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     dist: Dist | None = None,
     stamp: str = "",
+    precision: str = "fp32",
 ) -> FitResult:
     """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present.
 
@@ -231,11 +232,13 @@ def fit(
     that was never killed (on CPU; GPU kernels may not be deterministic). The caller stores the final
     model only when :attr:`FitResult.finished`. ``stamp`` (the cache key's hash) is written into ``last.pt`` and
     must match on resume: a checkpoint copied in from another configuration is refused, not continued.
+    ``precision="bf16"`` runs each step under bf16 autocast (bench.acceleration).
 
     Under ``torchrun`` (``dist.world > 1``) every rank runs this loop on its share of each batch; the
     optimisers the method names in ``parts()`` average gradients over the ranks, the logged losses are the
     ranks' mean, all ranks stop at the same step, and only rank 0 writes.
     """
+    from bench.acceleration import autocast
     from bench.distributed import Dist, average_gradients
 
     dist = dist or Dist()
@@ -273,7 +276,8 @@ def fit(
         if dist.any(budget.seconds is not None and time.perf_counter() - t0 > budget.seconds):
             stopped_by_time = True
             break
-        losses = dist.mean(method.train_step(step))
+        with autocast(method.ctx.device, precision):
+            losses = dist.mean(method.train_step(step))
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
             key, value = next(iter(bad.items()))

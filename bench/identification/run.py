@@ -50,7 +50,16 @@ def probe_sets(store, splits: dict[str, FaceSet], labels: list[str], gallery: pr
     return out
 
 
-def restore_faces(job, methods: dict, faces: FaceSet, device, threshold: float, seed: int, batch_size: int = 32):
+def restore_faces(
+    job,
+    methods: dict,
+    faces: FaceSet,
+    device,
+    threshold: float,
+    seed: int,
+    batch_size: int = 32,
+    precision: str = "fp32",
+):
     """``faces`` (occluded, with true masks) through ``job``'s protocol as the evaluator runs it (hole zeroed
     for mask-requiring methods, mask from the oracle or a mask source binarised at ``threshold``, per-batch
     seeds), returned as uint8 without being saved or scored."""
@@ -66,7 +75,8 @@ def restore_faces(job, methods: dict, faces: FaceSet, device, threshold: float, 
             if masks is not None:
                 m = mask_tensor(masks[start : start + batch_size]).to(device)
                 x = x * (1 - m)
-            out = seeded_restore(methods[name], x, m, device, batch_seed(seed, label, "id_train", number))
+            seed_k = batch_seed(seed, label, "id_train", number)
+            out = seeded_restore(methods[name], x, m, device, seed_k, precision)
             check_output(label, out.images, out.masks, tuple(x.shape))
             images.append(to_uint8(out.images))
             if out.masks is not None:
@@ -215,6 +225,7 @@ class Identification:
             steps=steps,
             data=self.fingerprint,
             inputs=files_identity(cfg.occluders, cfg.weights_dir, env_weights(), recognizer.ctx.weights),
+            acceleration={},  # recognizers train in float32, contiguous; the restorers' precision is in `options`
         )
         key = config_hash(entry.key)
         trained_on = "clean training faces" if job is None else f"training faces restored by {job.label}"
@@ -247,6 +258,7 @@ class Identification:
             name: {
                 "model": trained.get(name, {}).get("model"),
                 "options": self.methods[name].ctx.config.as_dict(),  # restore-time options change the faces too
+                "precision": self.config.precision,
                 "code": code_identity(self.methods[name].__class__.__module__ + ":", "-", "-")["source_sha256"],
             }
             for name in names
@@ -258,7 +270,10 @@ class Identification:
         from bench.data.celeba import occlude
 
         occluded = occlude(self.bench.train_clean, self.occluder, np.random.default_rng([self.config.seed, 0xB]))
-        images = restore_faces(job, self.methods, occluded, self.device, self.config.mask_threshold, self.config.seed)
+        cfg = self.config
+        images = restore_faces(
+            job, self.methods, occluded, self.device, cfg.mask_threshold, cfg.seed, precision=cfg.precision
+        )
         return replace(self.bench.train_clean, images=images)
 
 

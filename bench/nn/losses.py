@@ -40,12 +40,15 @@ def gradient_penalty(
     """WGAN-GP (Gulrajani et al.): E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates.
 
     ``critic`` returns the critic score (any shape; summed per sample). With ``mask`` the norm counts
-    only the masked pixels (GnIpt v1's ``gradients_penalty``, which penalises the hole only).
+    only the masked pixels (GnIpt v1's ``gradients_penalty``, which penalises the hole only). Always in float32,
+    also under bf16 autocast: the penalty's second-order gradient is where reduced precision breaks first.
     """
+    real, fake = real.detach().float(), fake.detach().float()
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
-    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    score = critic(x_hat)
-    (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    with torch.autocast(real.device.type, enabled=False):
+        score = critic(x_hat)
+        (grad,) = torch.autograd.grad(score.float().sum(), x_hat, create_graph=True)
     if mask is None:
         slopes = grad.flatten(1).norm(2, dim=1)
     else:

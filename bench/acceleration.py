@@ -1,0 +1,64 @@
+"""Optional speed paths of a run: bf16 autocast, channels-last memory format, ``torch.compile`` for inference.
+
+The harness applies them to every network a method names in ``parts()``, so methods need not know them. Each is
+declared on ``bench run`` / ``bench perf``, recorded in the manifest, and, where it changes what training produces
+(precision, memory format: other kernels, other rounding), part of the checkpoint cache key. ``compile`` is for
+inference only: the critics' gradient penalties need double backward, which compiled graphs do not support, and a
+compiled restore equals the eager one to float rounding (measured per method by ``bench perf``). Under bf16 the
+WGAN-GP penalty is computed in float32 (:func:`bench.nn.losses.gradient_penalty`). docs/design.md "Scale".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device, precision: str):
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, else nothing."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def training_key(self) -> dict[str, Any]:
+        """What changes the trained weights (the cache key's part)."""
+        return {"precision": self.precision, "channels_last": self.channels_last}
+
+    def record(self) -> dict[str, Any]:
+        return {**self.training_key(), "compile": self.compile}
+
+    @staticmethod
+    def networks(method) -> list:
+        from torch import nn
+
+        return [part for part in method.parts().values() if isinstance(part, nn.Module)]
+
+    def prepare(self, method) -> None:
+        """Before training or loading: the networks in channels-last memory format (values unchanged)."""
+        if self.channels_last:
+            import torch
+
+            for net in self.networks(method):
+                net.to(memory_format=torch.channels_last)
+
+    def for_inference(self, method) -> None:
+        """After training or loading: compile the networks' forward passes (first call pays the compile)."""
+        if self.compile:
+            for net in self.networks(method):
+                net.compile()
