@@ -87,7 +87,7 @@ class FaceSet:
             elif isinstance(value, list):
                 h.update("\x00".join(value).encode())
             else:
-                h.update(np.ascontiguousarray(value).tobytes())
+                h.update(np.ascontiguousarray(value))  # the buffer itself: .tobytes() would copy the whole split
         return h.hexdigest()
 
 
