@@ -83,6 +83,18 @@ class Dist:
             dist.destroy_process_group()
 
 
+def global_draw(draw, n: int):
+    """This rank's ``n`` rows of ``draw(n * world)``: a per-sample random draw made for the whole global batch and
+    sliced, so each sample gets the number a single process gives it (every rank's generator is in the same state).
+    Shared losses use it (WGAN-GP's interpolation weights); single process: ``draw(n)``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return draw(n)
+    rank = dist.get_rank()
+    return draw(n * dist.get_world_size())[rank * n : (rank + 1) * n]
+
+
 def init(device) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:

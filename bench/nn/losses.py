@@ -43,8 +43,10 @@ def gradient_penalty(
     only the masked pixels (GnIpt v1's ``gradients_penalty``, which penalises the hole only). Always in float32,
     also under bf16 autocast: the penalty's second-order gradient is where reduced precision breaks first.
     """
+    from bench.distributed import global_draw
+
     real, fake = real.detach().float(), fake.detach().float()
-    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
+    alpha = global_draw(lambda n: torch.rand(n, 1, 1, 1, device=real.device, dtype=real.dtype), real.size(0))
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     with torch.autocast(real.device.type, enabled=False):
         score = critic(x_hat)
