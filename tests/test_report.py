@@ -313,6 +313,8 @@ def test_report_shows_paired_statistics_grouping_and_charts(two_seeds):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # self-contained: nothing to fetch
     for chart in ("significance", "by-family", "by-area", "mask-iou", "losses"):
         assert f'aria-label="{chart}"' in html, chart
+    iou = html.split("Mask IoU by occluder family", 1)[1].split("</table>", 1)[0]
+    assert "natural/sunglasses (n=" in iou and "sunglasses (n=" in iou.replace("natural/sunglasses", "")
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")

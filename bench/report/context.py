@@ -76,9 +76,9 @@ def table(summary, split: str, columns: list[tuple[str, str, int]], reported: di
     return {"headers": [h for _, h, _ in columns], "columns": columns, "rows": rows, "grouped": list(letters or {})}
 
 
-def _breakdown(df, key: str, metric: str = "psnr") -> dict:
-    """Mean ``metric`` on the paired test set: one row per ``key`` value, one column per label."""
-    part = df[(df["split"] == "test_paired") & np.isfinite(df[metric])] if metric in df else df.iloc[0:0]
+def _breakdown(df, key: str, metric: str = "psnr", splits: tuple[str, ...] = ("test_paired",)) -> dict:
+    """Mean ``metric`` on ``splits``: one row per ``key`` value, one column per label."""
+    part = df[df["split"].isin(splits) & np.isfinite(df[metric])] if metric in df else df.iloc[0:0]
     if part.empty:
         return {"columns": [], "rows": []}
     means = part.pivot_table(index=key, columns="label", values=metric, aggfunc="mean")
@@ -318,6 +318,11 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         "masks": table(summary, "test_paired", MASKS, {}),
         "by_family": _breakdown(df, "family") if not df.empty else {"columns": [], "rows": []},
         "by_area": _breakdown(df, "area_bin") if not df.empty else {"columns": [], "rows": []},
+        # paired and natural families side by side: a mask head that learned the synthetic pastes, not occluders,
+        # scores high on the paired family and low on its natural twin
+        "iou_by_family": _breakdown(df, "family", "mask_iou", ("test_paired", "test_natural"))
+        if not df.empty
+        else {"columns": [], "rows": []},
         "fig7": fig7(store, df, summary, mask_free, reference, examples),
         "grids": [{"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, labels, examples)} for s in SPLIT_TITLES],
         "charts": {name: svg for name, svg in figures.items() if svg},
