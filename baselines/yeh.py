@@ -256,6 +256,7 @@ class YehMethod(Method):
     """DCGAN trained on clean faces; restoration by latent search, then blending into the hole."""
 
     Options = YehOptions
+    compilable = False  # restore() searches the latent by gradient descent through the generator
     # quick: ~2.5 minutes on the shared 2-core CPU (0.5-0.7 s/step measured); paper: ~25 epochs of
     # CelebA's train split at batch 64, the usual DCGAN-tensorflow recipe behind the authors' model.
     default_steps = {"quick": 200, "paper": 60_000}

@@ -57,8 +57,11 @@ class Acceleration:
             for net in self.networks(method):
                 net.to(memory_format=torch.channels_last)
 
-    def for_inference(self, method) -> None:
-        """After training or loading: compile the networks' forward passes (first call pays the compile)."""
-        if self.compile:
-            for net in self.networks(method):
-                net.compile()
+    def for_inference(self, method) -> bool:
+        """After training or loading: compile the networks' forward passes (the first call pays the compile).
+        Returns whether it compiled: a method that is not ``compilable`` stays eager."""
+        if not (self.compile and method.compilable):
+            return False
+        for net in self.networks(method):
+            net.compile()
+        return True

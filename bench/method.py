@@ -149,6 +149,9 @@ class Method:
     """
 
     trainable: ClassVar[bool] = True
+    # False where restore() differentiates through a network (a latent search): compiled graphs do not support
+    # autograd.grad, so --compile leaves such a method eager (bench.acceleration) and the manifest says so.
+    compilable: ClassVar[bool] = True
     Options: ClassVar[type[Options]] = Options  # the declared options (bench.options); resolved into ctx.config
     default_steps: ClassVar[Mapping[str, int]] = {}  # training steps per profile when the user gives none
 

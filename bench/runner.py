@@ -383,7 +383,8 @@ class Runner:
             entry = self.cache_entry(planned, info, fingerprint)
             self._train_or_load(planned, method, entry, bench, occluder, store)  # every rank: data parallel
             self.dist.barrier()
-        accel.for_inference(method)
+        if accel.compile and not accel.for_inference(method):
+            self.console.print(f"{name}: not compilable (its restore differentiates through a network); runs eager")
         return method
 
     def _train_or_load(self, planned: Planned, method, entry: CacheEntry, bench, occluder, store: RunStore) -> None:

@@ -106,3 +106,12 @@ def test_acceleration_is_recorded_and_keys_the_checkpoint_cache(tiny_env, tmp_pa
         assert training["cached"] is False  # the channels-last model is not served the contiguous one's checkpoint
         keys[bool(extra)] = training["cache_key"]
     assert keys[True] != keys[False]
+
+
+def test_a_method_that_differentiates_through_its_network_at_restore_stays_eager(make_context):
+    """Yeh et al.'s latent search calls autograd.grad through the generator, which compiled graphs refuse."""
+    from baselines.yeh import YehMethod
+
+    method = YehMethod(make_context(YehMethod))
+    assert Acceleration(compile=True).for_inference(method) is False
+    assert all(getattr(net, "_compiled_call_impl", None) is None for net in Acceleration.networks(method))
