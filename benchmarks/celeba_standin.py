@@ -23,13 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-ATTRIBUTES_40 = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
-    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
-    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
-    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
 CELEBA_SPLIT = (162770, 19867, 19962)  # train, val, test of the 202,599 images
 MEAN_LANDMARKS = (69, 109, 106, 113, 77, 142, 73, 152, 108, 154)  # ~mean of list_landmarks_align_celeba.txt
 
@@ -37,6 +30,7 @@ MEAN_LANDMARKS = (69, 109, 106, 113, 77, 142, 73, 152, 108, 154)  # ~mean of lis
 def make(root: Path, count: int, seed: int = 0) -> None:
     import cv2
 
+    from bench.data.celeba import ATTRIBUTES_40, LANDMARK_HEADER
     from bench.data.embedded import build_synthetic
 
     rng = np.random.default_rng(seed)
@@ -71,8 +65,7 @@ def make(root: Path, count: int, seed: int = 0) -> None:
     rows = "".join(f"{n} " + " ".join(map(str, a)) + "\n" for n, a in zip(names, attrs, strict=True))
     (root / "list_attr_celeba.txt").write_text(f"{count}\n" + " ".join(ATTRIBUTES_40) + "\n" + rows)
     rows = "".join(f"{n} " + " ".join(map(str, p)) + "\n" for n, p in zip(names, points, strict=True))
-    header = "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
-    (root / "list_landmarks_align_celeba.txt").write_text(f"{count}\n{header}\n" + rows)
+    (root / "list_landmarks_align_celeba.txt").write_text(f"{count}\n{LANDMARK_HEADER}\n" + rows)
 
 
 def resolve(root: Path, size: int, output: Path) -> None:

@@ -8,9 +8,11 @@ from PIL import Image
 
 from bench.data.celeba import (
     ATTR_FILE,
+    ATTRIBUTES_40,
     IDENTITY_FILE,
     IMAGE_DIR,
     LANDMARK_FILE,
+    LANDMARK_HEADER,
     PARTITION_FILE,
     DataError,
     canonical_landmarks,
@@ -18,18 +20,6 @@ from bench.data.celeba import (
 )
 from bench.data.types import PAPER_ATTRIBUTES, Occlusion
 from tests.test_folder import BAD_IMAGES, assert_one_line_naming
-
-# CelebA's 40 attribute names, in its order (Eyeglasses is column 15)
-ATTRS = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
-    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
-    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
-    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
-    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
-LANDMARK_HEADER = (
-    "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
-)
 
 
 def square_occluder(clean, landmarks, rng):
@@ -130,7 +120,7 @@ def _write_celeba(root, images, landmarks=None, partitions=None):
         f"{n} " + " ".join("1" if (j == 15 and i % 2) or j == 20 else "-1" for j in range(40)) + "\n"
         for i, n in enumerate(names)
     )
-    (root / ATTR_FILE).write_text(f"{len(names)}\n{' '.join(ATTRS)}\n{rows}")
+    (root / ATTR_FILE).write_text(f"{len(names)}\n{' '.join(ATTRIBUTES_40)}\n{rows}")
     if landmarks is not None:
         body = "".join(
             f"{n} " + " ".join(f"{v:.0f}" for v in lm.ravel()) + "\n" for n, lm in zip(names, landmarks, strict=True)

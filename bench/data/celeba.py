@@ -27,6 +27,18 @@ ATTR_FILE = "list_attr_celeba.txt"
 IDENTITY_FILE = "identity_CelebA.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 LANDMARK_FILE = "list_landmarks_align_celeba.txt"
+# The header lines of CelebA's annotation files, in their order (Eyeglasses is attribute 15): what a file in the
+# official layout holds (benchmarks/celeba_standin.py writes them; the loader reads the header it finds).
+ATTRIBUTES_40 = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
+LANDMARK_HEADER = (
+    "lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y"
+)
 
 ALIGNED_SIZE = (178, 218)  # (W, H) of every img_align_celeba image
 # Mean of list_landmarks_align_celeba.txt (x, y): where the fixed template puts the five points.
