@@ -57,6 +57,9 @@ class OAGANOptions(Options):
     lambda_pixel: float = option(1.0, "lambda3, pixel loss Eq. (6)")
     lambda_smooth: float = option(1e-3, "lambda4, smoothness loss Eq. (7)")
     lambda_mask: float = option(-1.0, "lambda5, weight of ||M||^2 (M = 1 keeps a pixel; negative rewards keeping)")
+    # On a natural batch nothing else tells M where an occluder is (no mask, no ground truth; the WGAN term is all),
+    # so a reward for keeping pixels teaches the mask head to keep natural occluders (README, natural occlusions).
+    mask_on_natural: bool = option(True, "lambda5's ||M||^2 on natural batches too (Eq. 9); false: paired only")
     lambda_adv: float = option(1.0, "lambda6, WGAN generator term")
     gamma: float = option(6.0, "pixel weight inside the occlusion (PConv's hole weight, the paper's ref [13])", min=0.0)
     delta: float = option(1.0, "pixel weight outside the occlusion", min=0.0)
@@ -301,7 +304,7 @@ class OAGANMethod(Method):
         terms = {
             "adv": (cfg.lambda_adv, L.generator_adv(score)),
             "smooth": (cfg.lambda_smooth, L.smoothness(out.final, out.keep, cfg.smooth_reduction)),
-            "mask": (cfg.lambda_mask, L.mask_l2(out.keep)),
+            "mask": (cfg.lambda_mask if paired or cfg.mask_on_natural else 0.0, L.mask_l2(out.keep)),
         }
         if paired and cfg.lambda_mask_sup:
             terms["mask_sup"] = (cfg.lambda_mask_sup, L.mask_supervision(out.keep, hole))

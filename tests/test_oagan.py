@@ -288,3 +288,20 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
     """Paired and natural steps, critic and generator updates, the lr decay: a resume changes none of them."""
     options = {**NO_VGG, "lr_decay_start": 0.5, "schedule": "fixed", "ratio_start": 1.0}
     check_bit_exact_resume(OAGANMethod, options, 4, 2, tmp_path, make_context, lambda: make_train_data(size=32, n=8))
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "natural"])
+def test_mask_on_natural_drops_the_keep_reward_on_natural_batches_only(make_context, make_train_data, paired):
+    """The same step from the same state: without lambda5 on natural batches the generator's total differs by
+    exactly lambda5 * ||M||^2 on a natural batch and not at all on a paired one."""
+    totals = {}
+    for on in (True, False):
+        torch.manual_seed(0)
+        ratio = {"schedule": "fixed", "ratio_start": 1e6 if paired else 0.0}
+        method = OAGANMethod(make_context(OAGANMethod, 32, **NO_VGG, **ratio, lambda_mask=-10.0, mask_on_natural=on))
+        method.setup_training(make_train_data(size=32, n=8))
+        totals[on] = method.train_step(0)
+    with_reward, without = totals[True], totals[False]
+    assert without["g_mask"] == pytest.approx(with_reward["g_mask"], rel=1e-6)
+    expected = 0.0 if paired else -10.0 * with_reward["g_mask"]
+    assert with_reward["g_total"] - without["g_total"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
