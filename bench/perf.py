@@ -284,7 +284,7 @@ def run_perf(
                 rows.append({"method": name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
             console.print(f"measured {name} at {size} px", highlight=False)
     title = f"bench perf: {dev}, {profile} profile, batch {batch_size}, torch threads {torch.get_num_threads()}"
-    if accel is not None and accel.record() != Acceleration().record():
+    if accel is not None and accel != Acceleration():
         title += ", " + ", ".join(f"{k}={v}" for k, v in accel.record().items())
     print_perf_table(console, title, rows)
     if output is not None:

@@ -383,8 +383,11 @@ class Runner:
             entry = self.cache_entry(planned, info, fingerprint)
             self._train_or_load(planned, method, entry, bench, occluder, store)  # every rank: data parallel
             self.dist.barrier()
-        if accel.compile and not accel.for_inference(method):
-            self.console.print(f"{name}: not compilable (its restore differentiates through a network); runs eager")
+        if accel.compile:
+            compiled = accel.for_inference(method)
+            store.set_status("training", name, compiled=compiled)
+            if not compiled:
+                self.console.print(f"{name}: not compilable (its restore differentiates through a network); runs eager")
         return method
 
     def _train_or_load(self, planned: Planned, method, entry: CacheEntry, bench, occluder, store: RunStore) -> None:

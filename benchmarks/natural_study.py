@@ -36,13 +36,9 @@ def scores(method, faces, device, batch: int = 50) -> dict[str, dict[str, float]
         out = seeded_restore(method, to_tensor(faces.images[idx]).to(device), None, device, seed=start)
         pred, clean, true = to_uint8(out.images), faces.clean[idx], faces.masks[idx]
         iou = metrics.mask_scores(to_uint8(out.masks) if out.masks is not None else 0 * true, true)
+        restored, occluded = metrics.image_scores(pred, clean), metrics.image_scores(faces.images[idx], clean)
         values = zip(
-            iou["mask_iou"],
-            metrics.psnr(pred, clean),
-            metrics.ssim(pred, clean, crop=True),
-            metrics.psnr(faces.images[idx], clean),
-            metrics.ssim(faces.images[idx], clean, crop=True),
-            strict=True,
+            iou["mask_iou"], restored["psnr"], restored["ssim"], occluded["psnr"], occluded["ssim"], strict=True
         )
         for i, v in zip(idx, values, strict=True):
             rows[faces.families[i]].append(tuple(float(x) for x in v))
