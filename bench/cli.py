@@ -119,7 +119,7 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
     from bench.planning import PROFILE_SIZE
 
     if profile not in PROFILE_SIZE:
-        _fail(f"unknown profile {profile!r}; use {' or '.join(PROFILE_SIZE)}")
+        _fail(f"unknown profile {profile!r}; use {', '.join(PROFILE_SIZE)}")
     tables = {}
     for name in names:
         spec = reg.get(name)
@@ -158,7 +158,8 @@ def run(
     ),
     dataset: str = typer.Option("synthetic", help="'synthetic' (embedded) or a CelebA folder in its official layout."),
     profile: str = typer.Option(
-        "quick", help="quick (CPU, 64 px, small widths) or paper (128 px, the paper's settings)."
+        "quick",
+        help="quick (CPU, 64 px, minutes), standard (CPU, 64 px, ~25 min per method) or paper (128 px, the paper's).",
     ),
     image_size: int | None = typer.Option(None, help="Override the profile's image size."),
     mask_source: str = typer.Option(
@@ -368,7 +369,7 @@ def perf(
     batch_size: int = typer.Option(8),
     device: str = typer.Option("auto"),
     repeats: int = typer.Option(5),
-    profile: str = typer.Option("quick", help="Method widths and iteration counts: quick or paper."),
+    profile: str = typer.Option("quick", help="Method widths and iteration counts: quick, standard or paper."),
     output: Path | None = typer.Option(None, help="Also write the table as JSON here."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 autocast; against eager fp32 when not the default."),
     channels_last: bool = typer.Option(False, help="Channels-last networks; timed against eager fp32."),

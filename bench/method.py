@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from bench.options import Options
+from bench.options import Options, for_profile
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +81,7 @@ class MethodContext:
     """Everything a method may know about the run it is built for."""
 
     image_size: int
-    profile: str  # "quick" (CPU, small) or "paper" (the paper's settings)
+    profile: str  # "quick" (CPU, minutes), "standard" (CPU, ~25 min per method) or "paper" (the paper's settings)
     device: torch.device
     seed: int
     config: Options = field(default_factory=Options)  # the method's resolved, validated options
@@ -160,8 +160,9 @@ class Method:
 
     @classmethod
     def steps_for(cls, profile: str) -> int:
-        """The default training budget of ``profile`` (the ``paper`` one for a profile the method lacks)."""
-        return int(cls.default_steps.get(profile, cls.default_steps.get("paper", 0)))
+        """The default training budget of ``profile``, else of its nearest base (``standard`` -> ``quick``),
+        else the ``paper`` one."""
+        return int(for_profile(cls.default_steps, profile, cls.default_steps.get("paper", 0)))
 
     def setup_training(self, data: TrainData) -> None:
         raise NotImplementedError

@@ -21,6 +21,28 @@ from dataclasses import dataclass, fields
 from difflib import get_close_matches
 from typing import Any, ClassVar
 
+# The profiles and what each builds on. A profile's overrides apply over its base's, so a method (a third-party
+# plugin too) that declares nothing for ``standard`` runs its ``quick`` values there, never the paper's widths.
+PROFILE_BASE: dict[str, str | None] = {"quick": None, "standard": "quick", "paper": None}
+
+
+def profile_chain(profile: str) -> list[str]:
+    """``profile`` and its bases, base first: the order in which their overrides apply."""
+    chain: list[str] = []
+    name: str | None = profile
+    while name and name not in chain:
+        chain.insert(0, name)
+        name = PROFILE_BASE.get(name)
+    return chain
+
+
+def for_profile(table: Mapping[str, Any], profile: str, default: Any = None) -> Any:
+    """The entry of ``table`` for ``profile``, else for its nearest base, else ``default`` (e.g. steps)."""
+    for name in reversed(profile_chain(profile)):
+        if name in table:
+            return table[name]
+    return default
+
 
 class OptionError(ValueError):
     """An option the user gave is unknown or has a bad value; the message says which and how to fix it."""
@@ -47,7 +69,7 @@ class Options:
 
     ``presets`` maps the value of a ``preset`` field to overrides of the defaults (e.g. the authors' code
     against the paper's text); ``profiles`` maps a profile name to overrides applied after the preset
-    (e.g. the CPU ``quick`` widths).
+    (e.g. the CPU ``quick`` widths), each over its base's (:data:`PROFILE_BASE`).
     """
 
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
@@ -81,8 +103,8 @@ class Options:
 
     @classmethod
     def resolve(cls, profile: str, *layers: Mapping[str, Any], method: str = "") -> Options:
-        """Defaults, then ``presets[preset]``, then ``profiles[profile]``, then each layer of overrides in
-        order (a variant's options, the user's ``--opt``); every value cast to its field's type and checked."""
+        """Defaults, then ``presets[preset]``, then ``profiles`` along :func:`profile_chain`, then each layer of
+        overrides in order (a variant's options, the user's ``--opt``); every value cast and checked."""
         who = method or cls.__qualname__
         known = {f.name: f for f in fields(cls)}
         merged: dict[str, Any] = {}
@@ -97,7 +119,8 @@ class Options:
             if preset not in cls.presets:
                 raise OptionError(f"{who}: option preset must be one of {', '.join(cls.presets)}, got {preset!r}")
             values.update(cls.presets[preset])
-        values.update(cls.profiles.get(profile, {}))
+        for name in profile_chain(profile):
+            values.update(cls.profiles.get(name, {}))
         values.update(merged)
         out = {}
         for key, raw in values.items():

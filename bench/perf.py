@@ -259,7 +259,7 @@ def run_perf(
     if batch_size < 1 or repeats < 1:
         raise RunError(f"--batch-size and --repeats must be at least 1, got {batch_size} and {repeats}")
     if profile not in PROFILE_SIZE:
-        raise RunError(f"unknown profile {profile!r}; use {' or '.join(PROFILE_SIZE)}")
+        raise RunError(f"unknown profile {profile!r}; use {', '.join(PROFILE_SIZE)}")
     reg = plugins.registry()
     try:
         specs = [reg.get(name) for name in methods]

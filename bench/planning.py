@@ -16,7 +16,7 @@ from bench.method import METHOD_NAME, MethodSpec, base_name
 if TYPE_CHECKING:
     from bench.plugins import Registry
 
-PROFILE_SIZE = {"quick": 64, "paper": 128}
+PROFILE_SIZE = {"quick": 64, "standard": 64, "paper": 128}  # the profiles (bench.options.PROFILE_BASE) and their size
 ORACLE = "gt"  # the mask source that is the ground-truth mask itself
 MIN_IMAGE_SIZE = 32  # above the 11x11 SSIM window, and every network's downsampling stays >= 2x2
 MAX_IMAGE_SIZE = 1024
@@ -92,7 +92,7 @@ class RunConfig:
         if len(set(self.methods)) != len(self.methods):
             raise RunError(f"--methods names a method twice: {','.join(self.methods)}")
         if self.profile not in PROFILE_SIZE:
-            raise RunError(f"unknown profile {self.profile!r}; use {' or '.join(PROFILE_SIZE)}")
+            raise RunError(f"unknown profile {self.profile!r}; use {', '.join(PROFILE_SIZE)}")
         if self.image_size is not None and not (
             MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE and self.image_size % 16 == 0
         ):

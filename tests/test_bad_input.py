@@ -85,7 +85,7 @@ CASES = [
     ("time-budget-nan", _run("--time-budget", "nan"), 2, "--time-budget is seconds of training"),
     ("seed-negative", _run("--seed", "-1"), 2, "--seed must be at least 0, got -1"),
     ("precision-fp16", _run("--precision", "fp16"), 2, "--precision must be one of fp32, bf16, got 'fp16'"),
-    ("profile-unknown", _run("--profile", "fast"), 2, "unknown profile 'fast'; use quick or paper"),
+    ("profile-unknown", _run("--profile", "fast"), 2, "unknown profile 'fast'; use quick, standard, paper"),
     ("device-unknown", _run("--device", "tpu"), 2, "unknown device 'tpu'; use auto, cpu or cuda"),
     ("steps-not-a-number", _run("--steps", "many"), 2, "Invalid value for '--steps'"),
     # -- run: paths that do not exist

@@ -226,3 +226,22 @@ def test_bench_list_imports_no_torch():
     code = "import sys; from bench import plugins; plugins.registry(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", textwrap.shorten(out.stderr, 300)
+
+
+def test_standard_profile_builds_on_quick_for_a_plugin_that_declares_nothing_for_it():
+    """A third-party method without ``standard`` values runs its quick ones there (never the paper's widths);
+    a method that declares them gets them on top of its quick values."""
+    from bench.identification.lightcnn import LightCNNRecognizer
+    from bench.options import for_profile, profile_chain
+    from oagan.method import OAGANMethod
+    from tests.tiny_plugin import TinyFill
+
+    assert profile_chain("standard") == ["quick", "standard"] and profile_chain("paper") == ["paper"]
+    tiny = TinyFill.Options.resolve("standard", {})
+    assert tiny.batch_size == 2 and TinyFill.steps_for("standard") == 6
+    std, quick = OAGANMethod.Options.resolve("standard", {}), OAGANMethod.Options.resolve("quick", {})
+    assert (std.mask_on_natural, quick.mask_on_natural) == (False, True)
+    assert std.as_dict() | {"mask_on_natural": True} == quick.as_dict()
+    assert (OAGANMethod.steps_for("quick"), OAGANMethod.steps_for("standard")) == (300, 1_200)
+    assert for_profile(LightCNNRecognizer.default_steps, "standard") == 600
+    assert for_profile({}, "standard", 7) == 7

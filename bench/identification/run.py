@@ -22,6 +22,7 @@ import numpy as np
 from bench.data.types import FaceSet
 from bench.identification import protocol
 from bench.identification.recognizer import Recognizer, RecognizerContext, RecognizerSpec
+from bench.options import for_profile
 
 MAX_RANK = 5
 EXAMPLES = 4  # Fig. 13 triplets in the report
@@ -161,7 +162,7 @@ class Identification:
         if not recognizer.trainable:
             record = {"recognizer": name, "variant": "pretrained", "model": recognizer.describe()}
             return self.score(name, "pretrained", recognizer, None), [record]
-        steps = self.config.id_steps or recognizer.default_steps[self.config.profile]
+        steps = self.config.id_steps or for_profile(recognizer.default_steps, self.config.profile)
         models = [self.train(spec, recognizer, "a", None, steps)]
         rows = self.score(name, "a", recognizer, None)
         for job in self.jobs:
