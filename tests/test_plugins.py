@@ -245,3 +245,15 @@ def test_standard_profile_builds_on_quick_for_a_plugin_that_declares_nothing_for
     assert (OAGANMethod.steps_for("quick"), OAGANMethod.steps_for("standard")) == (300, 1_200)
     assert for_profile(LightCNNRecognizer.default_steps, "standard") == 600
     assert for_profile({}, "standard", 7) == 7
+
+
+def test_every_built_in_trained_method_declares_a_longer_standard_budget_than_quick():
+    """The laptop profile is explicit for our own methods: more steps than quick, no more than the paper's."""
+    plugins.reset()
+    reg = plugins.registry()
+    for name, spec in sorted(reg.methods.items()):
+        cls = spec.load()
+        if cls.steps_for("paper") == 0:  # identity, telea: nothing to train
+            continue
+        assert "standard" in cls.default_steps, name
+        assert cls.steps_for("quick") < cls.steps_for("standard") <= cls.steps_for("paper"), name
