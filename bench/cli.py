@@ -116,10 +116,12 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
     import json
 
     from bench.options import OptionError
-    from bench.planning import PROFILE_SIZE
+    from bench.planning import RunError, check_profile
 
-    if profile not in PROFILE_SIZE:
-        _fail(f"unknown profile {profile!r}; use {', '.join(PROFILE_SIZE)}")
+    try:
+        check_profile(profile)
+    except RunError as exc:
+        _fail(str(exc))
     tables = {}
     for name in names:
         spec = reg.get(name)

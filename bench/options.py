@@ -28,11 +28,9 @@ PROFILE_BASE: dict[str, str | None] = {"quick": None, "standard": "quick", "pape
 
 def profile_chain(profile: str) -> list[str]:
     """``profile`` and its bases, base first: the order in which their overrides apply."""
-    chain: list[str] = []
-    name: str | None = profile
-    while name and name not in chain:
-        chain.insert(0, name)
-        name = PROFILE_BASE.get(name)
+    chain = [profile]
+    while PROFILE_BASE.get(chain[0]):
+        chain.insert(0, PROFILE_BASE[chain[0]])
     return chain
 
 

@@ -246,7 +246,7 @@ def run_perf(
 
     from bench import plugins
     from bench.acceleration import Acceleration
-    from bench.planning import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, PROFILE_SIZE, RunError
+    from bench.planning import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RunError, check_profile
     from bench.training import resolve_device, seed_everything
 
     if not methods:
@@ -258,8 +258,7 @@ def run_perf(
             )
     if batch_size < 1 or repeats < 1:
         raise RunError(f"--batch-size and --repeats must be at least 1, got {batch_size} and {repeats}")
-    if profile not in PROFILE_SIZE:
-        raise RunError(f"unknown profile {profile!r}; use {', '.join(PROFILE_SIZE)}")
+    check_profile(profile)
     reg = plugins.registry()
     try:
         specs = [reg.get(name) for name in methods]

@@ -26,6 +26,12 @@ class RunError(RuntimeError):
     """A problem the user can fix; the message says how."""
 
 
+def check_profile(profile: str) -> None:
+    """The one check of a profile name (run, perf, list --options)."""
+    if profile not in PROFILE_SIZE:
+        raise RunError(f"unknown profile {profile!r}; use {', '.join(PROFILE_SIZE)}")
+
+
 def _positive(name: str, value: int | float | None, minimum: float = 1) -> None:
     if value is None:
         return
@@ -91,8 +97,7 @@ class RunConfig:
                 )
         if len(set(self.methods)) != len(self.methods):
             raise RunError(f"--methods names a method twice: {','.join(self.methods)}")
-        if self.profile not in PROFILE_SIZE:
-            raise RunError(f"unknown profile {self.profile!r}; use {', '.join(PROFILE_SIZE)}")
+        check_profile(self.profile)
         if self.image_size is not None and not (
             MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE and self.image_size % 16 == 0
         ):
