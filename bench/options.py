@@ -21,16 +21,28 @@ from dataclasses import dataclass, fields
 from difflib import get_close_matches
 from typing import Any, ClassVar
 
-# The profiles and what each builds on. A profile's overrides apply over its base's, so a method (a third-party
-# plugin too) that declares nothing for ``standard`` runs its ``quick`` values there, never the paper's widths.
-PROFILE_BASE: dict[str, str | None] = {"quick": None, "standard": "quick", "paper": None}
+
+@dataclass(frozen=True)
+class Profile:
+    """A named profile. Its overrides apply over its ``base``'s, so a method (a third-party plugin too) that
+    declares nothing for ``standard`` runs its ``quick`` values there, never the paper's widths."""
+
+    base: str | None
+    size: int  # the image size (px) of a run unless --image-size says otherwise
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(base=None, size=64),
+    "standard": Profile(base="quick", size=64),
+    "paper": Profile(base=None, size=128),
+}
 
 
 def profile_chain(profile: str) -> list[str]:
     """``profile`` and its bases, base first: the order in which their overrides apply."""
     chain = [profile]
-    while PROFILE_BASE.get(chain[0]):
-        chain.insert(0, PROFILE_BASE[chain[0]])
+    while chain[0] in PROFILES and PROFILES[chain[0]].base:
+        chain.insert(0, PROFILES[chain[0]].base)
     return chain
 
 
@@ -67,7 +79,7 @@ class Options:
 
     ``presets`` maps the value of a ``preset`` field to overrides of the defaults (e.g. the authors' code
     against the paper's text); ``profiles`` maps a profile name to overrides applied after the preset
-    (e.g. the CPU ``quick`` widths), each over its base's (:data:`PROFILE_BASE`).
+    (e.g. the CPU ``quick`` widths), each over its base's (:data:`PROFILES`).
     """
 
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {}

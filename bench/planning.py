@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.method import METHOD_NAME, MethodSpec, base_name
+from bench.options import PROFILES
 
 if TYPE_CHECKING:
     from bench.plugins import Registry
 
-PROFILE_SIZE = {"quick": 64, "standard": 64, "paper": 128}  # the profiles (bench.options.PROFILE_BASE) and their size
 ORACLE = "gt"  # the mask source that is the ground-truth mask itself
 MIN_IMAGE_SIZE = 32  # above the 11x11 SSIM window, and every network's downsampling stays >= 2x2
 MAX_IMAGE_SIZE = 1024
@@ -28,8 +28,8 @@ class RunError(RuntimeError):
 
 def check_profile(profile: str) -> None:
     """The one check of a profile name (run, perf, list --options)."""
-    if profile not in PROFILE_SIZE:
-        raise RunError(f"unknown profile {profile!r}; use {', '.join(PROFILE_SIZE)}")
+    if profile not in PROFILES:
+        raise RunError(f"unknown profile {profile!r}; use {', '.join(PROFILES)}")
 
 
 def _positive(name: str, value: int | float | None, minimum: float = 1) -> None:
@@ -84,7 +84,7 @@ class RunConfig:
             self.id_model = [s.strip() for s in self.id_model.split(",") if s.strip()]
         self.validate()
         if self.image_size is None:
-            self.image_size = PROFILE_SIZE[self.profile]
+            self.image_size = PROFILES[self.profile].size
 
     def validate(self) -> None:
         """Every value at the edge: one line naming the option and what it accepts."""
