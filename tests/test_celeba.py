@@ -1,4 +1,5 @@
-"""CelebA loader: the shared 3,000-image sample (fixed-crop path), a synthetic landmark file, errors."""
+"""CelebA loader: the shared 3,000-image sample (fixed-crop path), a synthetic landmark file, errors, and the
+completeness check (annotation files and images must name the same images, or --allow-partial)."""
 
 import shutil
 
@@ -19,7 +20,7 @@ from bench.data.celeba import (
     load_celeba,
 )
 from bench.data.types import PAPER_ATTRIBUTES, Occlusion
-from tests.test_folder import BAD_IMAGES, assert_one_line_naming
+from tests.test_folder import BAD_FACES, assert_one_line_naming
 
 
 def square_occluder(clean, landmarks, rng):
@@ -178,7 +179,7 @@ def test_broken_layouts_give_one_clear_error(tmp_path, breakage, message):
 
 
 @pytest.mark.parametrize("landmarks", [True, False], ids=["aligned-by-landmarks", "fixed-crop"])
-@pytest.mark.parametrize("suffix, content, cause", BAD_IMAGES)
+@pytest.mark.parametrize("suffix, content, cause", BAD_FACES)
 def test_bad_image_file_is_one_line_naming_it(tmp_path, landmarks, suffix, content, cause):
     """Whatever the bytes of an img_align_celeba file (its name is always .jpg), one line names it."""
     template = canonical_landmarks(64) + 50
@@ -194,7 +195,7 @@ def test_empty_image_folder_is_named(tmp_path):
     _write_celeba(tmp_path, [np.zeros((218, 178, 3), np.uint8)] * 4)
     for image in (tmp_path / IMAGE_DIR).iterdir():
         image.unlink()
-    with pytest.raises(DataError, match=r"img_align_celeba: 4 of the 4 images in list_eval_partition\.txt are missing"):
+    with pytest.raises(DataError, match=r"img_align_celeba: lacks 4 of the 4 images that the other CelebA files name"):
         load_celeba(tmp_path, size=32, occluder=square_occluder)
 
 
@@ -209,3 +210,137 @@ def _replace_line(path, number, text):
     lines = path.read_text().splitlines(keepends=True)
     lines[number - 1] = text
     path.write_text("".join(lines))
+
+
+def test_sample_is_complete_as_it_ships(sample_bench):
+    """The sample is a subset whose annotation files list its 3,000 images only: nothing is left out."""
+    assert sample_bench.info["files"] == {
+        PARTITION_FILE: 3000,
+        IDENTITY_FILE: 3000,
+        ATTR_FILE: 3000,
+        IMAGE_DIR: 3000,
+        "in_all": 3000,
+        "left_out": 0,
+        "allow_partial": False,
+    }
+
+
+def _drop_last_row(path, rows=1):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-rows]))
+
+
+def _drop_row_and_recount(path, name):
+    """A table without ``name``'s row whose count line agrees: only the cross-check can notice."""
+    lines = [line for line in path.read_text().splitlines(keepends=True) if not line.startswith(name)]
+    path.write_text("".join([f"{len(lines) - 2}\n", *lines[1:]]))
+
+
+def _extra_image(root):
+    Image.fromarray(np.full((218, 178, 3), 40, np.uint8)).save(root / IMAGE_DIR / "000005.jpg")
+
+
+# (case id, damage to a complete 4-image CelebA with landmarks, the source named, the first image it lacks, counts)
+INCOMPLETE = [
+    ("partition-last-row-cut", lambda r: _drop_last_row(r / PARTITION_FILE), PARTITION_FILE, "000004.jpg", (1, 4, 3)),
+    ("identity-last-row-cut", lambda r: _drop_last_row(r / IDENTITY_FILE), IDENTITY_FILE, "000004.jpg", (1, 4, 3)),
+    (
+        "attributes-row-cut-and-recounted",
+        lambda r: _drop_row_and_recount(r / ATTR_FILE, "000002.jpg"),
+        ATTR_FILE,
+        "000002.jpg",
+        (1, 4, 3),
+    ),
+    (
+        "landmarks-row-cut-and-recounted",
+        lambda r: _drop_row_and_recount(r / LANDMARK_FILE, "000003.jpg"),
+        LANDMARK_FILE,
+        "000003.jpg",
+        (1, 4, 3),
+    ),
+    ("image-missing", lambda r: (r / IMAGE_DIR / "000003.jpg").unlink(), IMAGE_DIR, "000003.jpg", (1, 4, 3)),
+    ("image-in-no-file", _extra_image, PARTITION_FILE, "000005.jpg", (1, 5, 4)),
+]
+
+
+@pytest.mark.parametrize("damage, source, lacking, counts", [c[1:] for c in INCOMPLETE], ids=[c[0] for c in INCOMPLETE])
+def test_an_incomplete_celeba_is_one_line_naming_source_images_and_counts(tmp_path, damage, source, lacking, counts):
+    lacks, union, common = counts
+    template = canonical_landmarks(64) + 50
+    _write_celeba(tmp_path, [_dotted_face(template)] * 4, landmarks=[template] * 4)
+    damage(tmp_path)
+    with pytest.raises(DataError) as err:
+        load_celeba(tmp_path, size=32, occluder=square_occluder)
+    message = str(err.value)
+    assert "\n" not in message
+    expected = f"{tmp_path / source}: lacks {lacks} of the {union} images that the other CelebA files name"
+    assert message.startswith(expected), message
+    assert f"e.g. {lacking} (" in message
+    for name in (PARTITION_FILE, IDENTITY_FILE, ATTR_FILE, LANDMARK_FILE):  # every source's count
+        assert f"{name} lists " in message
+    assert f"{IMAGE_DIR} holds " in message
+    assert f"or pass --allow-partial to load only the {common} images that all have" in message
+    bench = load_celeba(tmp_path, size=32, occluder=square_occluder, allow_partial=True)
+    assert bench.info["files"]["in_all"] == common and bench.info["files"]["left_out"] == union - common
+
+
+def test_allow_partial_loads_what_every_file_has_and_records_the_counts(tmp_path):
+    names = _write_celeba(tmp_path, [np.full((218, 178, 3), 60, np.uint8)] * 6, partitions=[0, 0, 0, 2, 2, 2])
+    _drop_last_row(tmp_path / PARTITION_FILE)
+    (tmp_path / IMAGE_DIR / names[0]).unlink()
+    bench = load_celeba(tmp_path, size=32, occluder=square_occluder, allow_partial=True)
+    assert bench.info["files"] == {
+        PARTITION_FILE: 5,
+        IDENTITY_FILE: 6,
+        ATTR_FILE: 6,
+        IMAGE_DIR: 5,
+        "in_all": 4,
+        "left_out": 2,
+        "allow_partial": True,
+    }
+    loaded = sorted(bench.train_clean.ids + bench.train_natural.ids + bench.test_clean.ids + bench.test_natural.ids)
+    assert loaded == ["000002", "000003", "000004", "000005"]
+
+
+def test_stray_files_in_the_image_folder_are_not_images(tmp_path):
+    _write_celeba(tmp_path, [np.full((218, 178, 3), 60, np.uint8)] * 4)
+    (tmp_path / IMAGE_DIR / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / IMAGE_DIR / "Thumbs.db").write_bytes(b"\0")
+    (tmp_path / IMAGE_DIR / "README.txt").write_text("unpacked from img_align_celeba.zip")
+    assert load_celeba(tmp_path, size=32, occluder=square_occluder).info["files"]["left_out"] == 0
+
+
+def test_a_row_listed_twice_in_a_table_is_named(tmp_path):
+    _write_celeba(tmp_path, [np.full((218, 178, 3), 60, np.uint8)] * 4)
+    lines = (tmp_path / ATTR_FILE).read_text().splitlines(keepends=True)
+    (tmp_path / ATTR_FILE).write_text("".join(["5\n", *lines[1:], lines[2]]))
+    with pytest.raises(DataError, match=r"list_attr_celeba\.txt, line 7: 000001\.jpg is listed twice"):
+        load_celeba(tmp_path, size=32, occluder=square_occluder)
+
+
+def _sample_copy(sample, root, partition: str):
+    """The sample's images (linked) and annotation files, with ``partition`` as its partition file."""
+    root.mkdir()
+    (root / IMAGE_DIR).symlink_to(sample / IMAGE_DIR)
+    for name in (IDENTITY_FILE, ATTR_FILE):
+        (root / name).write_bytes((sample / name).read_bytes())
+    (root / PARTITION_FILE).write_text(partition)
+    return root
+
+
+def test_sample_with_its_partition_file_cut_short_is_refused_or_loaded_partially(sample, tmp_path):
+    """The hostile case: the last 50 rows of list_eval_partition.txt cut (a truncated download)."""
+    lines = (sample / PARTITION_FILE).read_text().splitlines(keepends=True)
+    root = _sample_copy(sample, tmp_path / "cut", "".join(lines[:-50]))
+    with pytest.raises(DataError) as err:
+        load_celeba(root, size=16, occluder=square_occluder)
+    first = sorted(line.split()[0] for line in lines[-50:])[:3]
+    assert str(err.value).startswith(
+        f"{root / PARTITION_FILE}: lacks 50 of the 3,000 images that the other CelebA files name, "
+        f"e.g. {', '.join(first)} ({PARTITION_FILE} lists 2,950, {IDENTITY_FILE} lists 3,000, {ATTR_FILE} lists "
+        f"3,000, {IMAGE_DIR} holds 3,000); the file is truncated or from another release"
+    ), str(err.value)
+    bench = load_celeba(root, size=16, occluder=square_occluder, allow_partial=True)
+    assert bench.info["files"]["in_all"] == 2950 and bench.info["files"]["left_out"] == 50
+    cut_test = sum(line.split()[1] == "2" for line in lines[-50:])
+    assert len(bench.test_clean) + len(bench.test_natural) == 360 - cut_test

@@ -2,6 +2,7 @@
 
 ``BAD_IMAGES`` is the catalogue of bad files every loader of user images must refuse with one line naming
 the file and the fix (bench.data.imageio); test_occluders and test_celeba run it through their loaders.
+``BAD_FACES`` adds what only the face loaders refuse (an image too small to be a face).
 """
 
 import io
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.data.celeba import DataError, canonical_landmarks
+from bench.data.celeba import MAX_ID_BYTES, DataError, canonical_landmarks
 from bench.data.folder import load_folder
+from bench.data.imageio import MIN_FACE_SIDE
 from bench.data.types import PAPER_ATTRIBUTES
 
 
@@ -47,7 +49,7 @@ def test_flat_folder_of_mixed_formats(tmp_path):
 def test_sub_folders_are_identities(tmp_path):
     for person, shade in (("zoe", 10), ("adam", 200)):
         for k in range(2):
-            _save(tmp_path / person / f"{k}.png", np.full((20, 20, 3), shade + k, np.uint8))
+            _save(tmp_path / person / f"{k}.png", np.full((40, 40, 3), shade + k, np.uint8))
     faces = load_folder(tmp_path, size=16)
     assert faces.ids == ["adam__0", "adam__1", "zoe__0", "zoe__1"]
     np.testing.assert_array_equal(faces.identities, [0, 0, 1, 1])
@@ -103,8 +105,20 @@ def _flip_in_idat(data: bytes) -> bytes:
     return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
+def flip_in_scan(data: bytes, count: int = 1, bits: int = 0x04) -> bytes:
+    """``data`` with ``bits`` flipped in ``count`` bytes from the middle of its entropy-coded data (the JPEG's
+    header and tables intact, so only the decoder can notice). Not every flip is noticed: a JPEG has no
+    checksum, and libjpeg notices only codes that stop making sense; each use here is one that it notices
+    (tests/test_data_integrity checks that raw OpenCV prints the warning and returns the image)."""
+    sos = data.index(b"\xff\xda")
+    start, end = sos + 2 + struct.unpack(">H", data[sos + 2 : sos + 4])[0], len(data) - 2
+    at = (start + end) // 2
+    return data[:at] + bytes(b ^ bits for b in data[at : at + count]) + data[at + count :]
+
+
 _PNG = _encode(_noise(64, 64, 4), "PNG")
 _JPEG = _encode(_noise(96, 96), "JPEG")
+FLIPPED_JPEG = flip_in_scan(_JPEG)  # libjpeg: "Corrupt JPEG data: 154 extraneous bytes before marker 0xd9"
 LIMIT = r"over the 50-megapixel limit"
 
 # (suffix, file content, what the message must say); every message also names the file and "remove it".
@@ -124,12 +138,23 @@ BAD_IMAGES = [
     pytest.param(".png", png_declaring(64, 64), "truncated or corrupt", id="png-without-pixel-data"),
     pytest.param(".jpg", _JPEG[:30], "truncated or corrupt image header", id="truncated-jpeg-header"),
     pytest.param(".jpg", _JPEG[: len(_JPEG) // 2], "truncated or corrupt", id="truncated-jpeg"),
+    pytest.param(
+        ".jpg", FLIPPED_JPEG, "truncated or corrupt JPEG .*'Corrupt JPEG data: .*'", id="jpeg-bit-flipped-in-scan"
+    ),
     pytest.param(".png", png_declaring(100_000, 100_000), "100000x100000 = 10000 megapixels, " + LIMIT, id="png-bomb"),
     pytest.param(".png", png_declaring(10_000, 10_000), "10000x10000 = 100 megapixels, " + LIMIT, id="png-100mpx"),
     pytest.param(".png", png_declaring(8000, 8000), "8000x8000 = 64 megapixels, " + LIMIT, id="png-64mpx"),
     pytest.param(".jpg", _jpeg_declaring(60_000, 60_000), "60000x60000 = 3600 megapixels, " + LIMIT, id="jpeg-bomb"),
     pytest.param(".bmp", _bmp_declaring(8000, 8000), "8000x8000 = 64 megapixels, " + LIMIT, id="bmp-64mpx"),
     pytest.param(".bmp", _bmp_declaring(20_000, 20_000), "400 megapixels, " + LIMIT, id="bmp-bomb"),
+]
+
+
+SMALL = rf"too small for a face \(a face needs at least {MIN_FACE_SIDE} px on its short side\)"
+BAD_FACES = [
+    *BAD_IMAGES,
+    pytest.param(".png", _encode(_noise(1, 1), "PNG"), r"is 1x1 pixels, " + SMALL, id="png-1x1"),
+    pytest.param(".jpg", _encode(_noise(200, 31), "JPEG"), r"is 31x200 pixels, " + SMALL, id="jpeg-31-wide"),
 ]
 
 
@@ -143,7 +168,7 @@ def assert_one_line_naming(message: str, path, cause: str) -> None:
     assert "remove it" in message, message
 
 
-@pytest.mark.parametrize("suffix, content, cause", BAD_IMAGES)
+@pytest.mark.parametrize("suffix, content, cause", BAD_FACES)
 def test_bad_image_is_one_line_naming_the_file(tmp_path, suffix, content, cause):
     _save(tmp_path / "faces" / "good.png", np.full((40, 40, 3), 90, np.uint8))
     bad = tmp_path / "faces" / f"bad{suffix}"
@@ -151,6 +176,70 @@ def test_bad_image_is_one_line_naming_the_file(tmp_path, suffix, content, cause)
     with pytest.raises(DataError) as err:
         load_folder(tmp_path / "faces", size=16)
     assert_one_line_naming(str(err.value), bad, cause)
+
+
+def test_ten_thousand_1x1_pngs_are_refused_by_count_naming_the_first(tmp_path):
+    """The hostile case: 10,000 1x1 PNGs are no face set; one line gives the count and the first files."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    dot = _encode(_noise(1, 1), "PNG")
+    for i in range(10_000):
+        (folder / f"{i:05d}.png").write_bytes(dot)
+    _save(folder / "real.png", np.full((64, 48, 3), 90, np.uint8))
+    with pytest.raises(DataError) as err:
+        load_folder(folder, size=32)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{folder}: 10,000 of its 10,001 images are too small")
+    assert f"{folder / '00000.png'} (1x1), {folder / '00001.png'} (1x1), {folder / '00002.png'} (1x1)" in message
+    assert "remove them" in message
+
+
+def test_the_minimum_face_side_is_inclusive(tmp_path):
+    _save(tmp_path / "ok" / "a.png", np.full((MIN_FACE_SIDE, 3 * MIN_FACE_SIDE, 3), 90, np.uint8))
+    assert len(load_folder(tmp_path / "ok", size=32)) == 1
+    _save(tmp_path / "small" / "a.png", np.full((MIN_FACE_SIDE - 1, 3 * MIN_FACE_SIDE, 3), 90, np.uint8))
+    with pytest.raises(DataError, match=f"is {3 * MIN_FACE_SIDE}x{MIN_FACE_SIDE - 1} pixels, too small"):
+        load_folder(tmp_path / "small", size=32)
+
+
+def test_a_250_character_file_name_gets_a_short_unique_sample_id(tmp_path):
+    """The id names the run folder's PNGs (+18 bytes for write_png's temporary name): a 250-character file
+    name would be "File name too long" there. Shortened ids keep their start, differ, and are stable."""
+    for k in range(2):
+        _save(tmp_path / f"{'x' * 245}{k}.jpg", np.full((40, 40, 3), 90 + 50 * k, np.uint8))
+    _save(tmp_path / "person" / "short.png", np.full((40, 40, 3), 10, np.uint8))
+    faces = load_folder(tmp_path, size=16)
+    short, long_a, long_b = faces.ids
+    assert short == "person__short"
+    assert long_a != long_b and long_a.startswith("x" * 100) and "~" in long_a
+    assert all(len(sid.encode()) <= MAX_ID_BYTES for sid in faces.ids)
+    assert load_folder(tmp_path, size=16).ids == faces.ids
+    from bench.io import write_png
+    from bench.runstore import RunStore
+
+    store = RunStore(tmp_path / "run")
+    for i, sid in enumerate(faces.ids):  # what store_inputs does with a natural test face
+        write_png(store.input_path("test_natural", "input", sid), faces.images[i])
+    assert len(list((tmp_path / "run").rglob("*.png"))) == 3
+
+
+def test_a_file_name_that_is_not_utf8_gets_a_valid_sample_id(tmp_path):
+    import os
+
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: a legal Linux file name that JSON/HTML cannot hold as is
+    _save(tmp_path / name, np.full((40, 40, 3), 90, np.uint8))
+    (sid,) = load_folder(tmp_path, size=16).ids
+    assert sid.startswith("caf~") and sid.encode() == sid.encode("utf-8", "strict")
+
+
+def test_two_files_that_would_be_one_sample_are_refused(tmp_path):
+    _save(tmp_path / "a.jpg", np.full((40, 40, 3), 90, np.uint8))
+    _save(tmp_path / "a.png", np.full((40, 40, 3), 10, np.uint8))
+    with pytest.raises(DataError) as err:
+        load_folder(tmp_path, size=16)
+    message = str(err.value)
+    assert f"{tmp_path / 'a.jpg'} and {tmp_path / 'a.png'} would both be sample 'a'" in message
+    assert "rename or remove one of them" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("width, height", [(100_000, 100_000), (8000, 8000)])

@@ -9,6 +9,13 @@ Geometry: every face is mapped to one 5-point template, LightCNN's 128 px test g
 y=40, eye-to-mouth 48 px), so the identification network sees the alignment it was trained for. With
 ``list_landmarks_align_celeba.txt`` each face gets its own similarity transform; without it, the aligned
 images share CelebA's fixed template and one fixed crop does the same job.
+
+Completeness: the annotation files and ``img_align_celeba/`` must name the same images. The official release
+lists all 202,599 in every file; a subset, such as the 3,000-image sample, trims every annotation file to
+the images it ships. So an image that one source has and another lacks (a row cut from the end of a
+truncated download, an interrupted unzip, files of two releases) is refused, naming the source, the first few
+images and the counts, instead of silently shrinking a split; ``allow_partial`` loads the images every source
+has and records what was left out in ``info["files"]`` (hence in the run manifest).
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bench.data.types import PAPER_ATTRIBUTES, Benchmark, FaceSet, Occluder
+
+if TYPE_CHECKING:
+    from bench.data.imageio import ImageHeader
 
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
@@ -45,6 +56,9 @@ ALIGNED_SIZE = (178, 218)  # (W, H) of every img_align_celeba image
 CELEBA_MEAN_LANDMARKS = np.array([[69, 111], [108, 111], [89, 134], [72, 152], [106, 152]], np.float32)
 # Square crop (x0, y0, x1, y1) of the aligned image that puts those points at LightCNN's 128 px geometry.
 FIXED_CROP = (34.0, 77.0, 144.0, 187.0)
+# A sample id names files of the run folder (``<id>.png``, written through ``.<id>.png.XXXXXXXX.tmp``: 18 bytes
+# more) and keys metric rows and resume. File systems cap a name at 255 bytes; 128 leaves room for any suffix.
+MAX_ID_BYTES = 128
 
 
 class DataError(ValueError):
@@ -57,17 +71,44 @@ def canonical_landmarks(size: int) -> np.ndarray:
     return ((CELEBA_MEAN_LANDMARKS - (x0, y0)) * (size / (x1 - x0))).astype(np.float32)
 
 
+def sample_id(name: str) -> str:
+    """``name`` as a sample id: itself when it is valid UTF-8 of at most :data:`MAX_ID_BYTES` bytes, else its
+    first bytes and a hash of the whole (unique, stable and still recognisable, and a valid file name)."""
+    raw = os.fsencode(name)
+    try:
+        if len(raw) <= MAX_ID_BYTES and raw.decode() == name:
+            return name
+    except UnicodeDecodeError:
+        pass
+    return f"{raw[: MAX_ID_BYTES - 17].decode(errors='ignore')}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def require_unique_ids(where: Path, files: list[Path], ids: list[str]) -> None:
+    """DataError when two files would be one sample (``a.jpg`` and ``a.png``): their outputs would overwrite."""
+    seen: dict[str, Path] = {}
+    for path, sid in zip(files, ids, strict=True):
+        if sid in seen:
+            raise DataError(
+                f"{where}: {seen[sid]} and {path} would both be sample {sid!r} (the run folder names its files "
+                "after the sample); rename or remove one of them"
+            )
+        seen[sid] = path
+
+
 def load_celeba(
     root: str | Path,
     size: int = 128,
     seed: int = 0,
     limit: int | None = None,
     occluder: Occluder | None = None,
+    allow_partial: bool = False,
 ) -> Benchmark:
     """Load CelebA from ``root`` (img_align_celeba/ plus the Anno/Eval text files) at ``size`` px.
 
     ``limit`` caps each split, taking whole identities in a seeded order (so test probes keep their
-    gallery mates); ``occluder`` synthesises the paired test set (default: the occlusion generator).
+    gallery mates); ``occluder`` synthesises the paired test set (default: the occlusion generator);
+    ``allow_partial`` accepts annotation files and images that disagree (module docstring), loading only the
+    images that all of them have.
     """
     root = Path(root)
     if not (root / IMAGE_DIR).is_dir():
@@ -81,11 +122,8 @@ def load_celeba(
     if missing:
         raise DataError(f"{root / ATTR_FILE}: the header lacks {missing}; it must name CelebA's 40 attributes")
 
-    files = list(partition)
-    for name, listing in ((IDENTITY_FILE, identity), (ATTR_FILE, attrs), (LANDMARK_FILE, landmarks)):
-        if listing is not None:
-            _require_listed(files, listing, root / name)
-    _require_images(files, root)
+    tables = {PARTITION_FILE: partition, IDENTITY_FILE: identity, ATTR_FILE: attrs, LANDMARK_FILE: landmarks}
+    files, found = _complete_files(root, {k: v for k, v in tables.items() if v is not None}, allow_partial)
     split = np.array([partition[f] for f in files])
     ids = np.array([identity[f] for f in files], np.int64)
     table = np.array([attrs[f] for f in files]) == 1
@@ -105,7 +143,7 @@ def load_celeba(
             identities=ids[index],
             attributes=attributes[index],
             landmarks=aligned,
-            ids=[Path(f).stem for f in names],
+            ids=[sample_id(Path(f).stem) for f in names],
         )
 
     train_clean = faces((split == 0) & ~glasses)
@@ -134,6 +172,7 @@ def load_celeba(
         "seed": seed,
         "limit": limit,
         "alignment": "5-point similarity (landmark file)" if landmarks is not None else "fixed crop",
+        "files": found,
         "counts": {key: len(value) for key, value in bench.splits().items()},
     }
     return bench
@@ -181,15 +220,6 @@ def occlude(clean: FaceSet, occluder: Occluder, rng: np.random.Generator) -> Fac
     )
 
 
-def read_rgb(path: Path, scale: float = 1.0) -> tuple[np.ndarray, int]:
-    """Decode an image as RGB uint8 [H,W,3]; a JPEG that will be shrunk by ``scale`` anyway is decoded
-    at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling). Returns (image, original pixels per decoded pixel).
-    A bad file is one DataError naming it (bench.data.imageio, shared with the other image folders)."""
-    from bench.data.imageio import read_image
-
-    return read_image(path, scale)
-
-
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Resize to ``size`` x ``size``: area averaging when shrinking (no aliasing), bilinear otherwise."""
     import cv2
@@ -201,43 +231,53 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 def _load_images(
     root: Path, names: list[str], size: int, landmarks: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode, align and resize ``names`` in parallel (OpenCV releases the GIL)."""
+    """Check the headers (face size; the aligned size when cropping), then decode, align and resize ``names`` in
+    parallel (OpenCV releases the GIL)."""
+    from bench.data.imageio import read_header, require_face_size
 
-    def one(k: int) -> tuple[np.ndarray, np.ndarray]:
-        path = root / IMAGE_DIR / names[k]
-        if landmarks is None:
-            return _crop_fixed(path, size), canonical_landmarks(size)
-        return _align(path, landmarks[k], size)
-
-    images = np.empty((len(names), size, size, 3), np.uint8)
-    points = np.empty((len(names), 5, 2), np.float32)
+    paths = [root / IMAGE_DIR / name for name in names]
+    require_unique_ids(root / IMAGE_DIR, paths, [sample_id(p.stem) for p in paths])
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        headers = list(pool.map(read_header, paths))
+        require_face_size(root / IMAGE_DIR, paths, headers)
+
+        def one(k: int) -> tuple[np.ndarray, np.ndarray]:
+            if landmarks is None:
+                return _crop_fixed(paths[k], size, headers[k]), canonical_landmarks(size)
+            return _align(paths[k], headers[k], landmarks[k], size)
+
+        images = np.empty((len(names), size, size, 3), np.uint8)
+        points = np.empty((len(names), 5, 2), np.float32)
         for k, (image, lm) in enumerate(pool.map(one, range(len(names)))):
             images[k], points[k] = image, lm
     return images, points
 
 
-def _crop_fixed(path: Path, size: int) -> np.ndarray:
+def _crop_fixed(path: Path, size: int, header: ImageHeader | None = None) -> np.ndarray:
+    from bench.data.imageio import read_header, read_image
+
+    header = header or read_header(path)
     x0, y0, x1, y1 = FIXED_CROP
-    image, factor = read_rgb(path, size / (x1 - x0))
-    height, width = image.shape[:2]
-    if abs(width * factor - ALIGNED_SIZE[0]) >= factor or abs(height * factor - ALIGNED_SIZE[1]) >= factor:
+    image, factor = read_image(path, size / (x1 - x0), header=header)  # a damaged file is named as such first
+    if (header.width, header.height) != ALIGNED_SIZE:
         raise DataError(
-            f"{path}: is {width * factor}x{height * factor}, not CelebA's aligned {ALIGNED_SIZE[0]}x"
-            f"{ALIGNED_SIZE[1]}; use the original img_align_celeba files or add {LANDMARK_FILE}"
+            f"{path}: is {header.width}x{header.height}, not CelebA's aligned {ALIGNED_SIZE[0]}x{ALIGNED_SIZE[1]}; "
+            f"use the original img_align_celeba files or add {LANDMARK_FILE}"
         )
     crop = image[round(y0 / factor) : round(y1 / factor), round(x0 / factor) : round(x1 / factor)]
     return resize(crop, size)
 
 
-def _align(path: Path, points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _align(path: Path, header: ImageHeader, points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Similarity transform of the five landmarks onto the template, then warp."""
     import cv2
+
+    from bench.data.imageio import read_image
 
     matrix, _ = cv2.estimateAffinePartial2D(points, canonical_landmarks(size), method=cv2.LMEDS)
     if matrix is None:
         raise DataError(f"{path}: its landmarks {points.tolist()} in {LANDMARK_FILE} are degenerate")
-    image, factor = read_rgb(path, float(np.hypot(*matrix[:, 0])))
+    image, factor = read_image(path, float(np.hypot(*matrix[:, 0])), header=header)
     warp = matrix.copy()
     warp[:, :2] *= factor  # decoded pixel -> original pixel -> template
     image = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -317,26 +357,52 @@ def _read_table(
         row = _ints(path, number, fields[1:])
         if values is not None and not set(row) <= values:
             raise DataError(f"{path}, line {number}: values must be in {sorted(values)}, got {sorted(set(row))}")
+        if fields[0] in rows:
+            raise DataError(f"{path}, line {number}: {fields[0]} is listed twice; keep one line per image")
         rows[fields[0]] = row
     if len(rows) != int(lines[0]):
         raise DataError(f"{path}: line 1 announces {int(lines[0])} rows but the file has {len(rows)} (truncated?)")
     return header, rows
 
 
-def _require_listed(files: list[str], table: dict, path: Path) -> None:
-    absent = [f for f in files if f not in table]
-    if absent:
+def _complete_files(root: Path, tables: dict[str, dict], allow_partial: bool) -> tuple[list[str], dict[str, int]]:
+    """The images that every annotation file lists and img_align_celeba/ holds, in the partition file's order,
+    and what each source has. A disagreement is a DataError naming the first source that lacks images (the
+    annotation files before the folder), unless ``allow_partial``."""
+    from bench.data.imageio import IMAGE_SUFFIXES
+
+    with os.scandir(root / IMAGE_DIR) as entries:  # hidden files and other kinds (Thumbs.db, notes) are no images
+        present = {
+            e.name
+            for e in entries
+            if e.name[:1] != "." and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
+        }
+    sources = {name: set(table) for name, table in tables.items()} | {IMAGE_DIR: present}
+    union, common = set().union(*sources.values()), set.intersection(*sources.values())
+    found = {name: len(names) for name, names in sources.items()}
+    counts = ", ".join(f"{name} {'holds' if name == IMAGE_DIR else 'lists'} {n:,}" for name, n in found.items())
+    found |= {"in_all": len(common), "left_out": len(union) - len(common), "allow_partial": allow_partial}
+    if len(common) < len(union) and not allow_partial:
+        name, lacking = next((n, sorted(union - names)) for n, names in sources.items() if union - names)
+        if name == IMAGE_DIR:
+            fix = (
+                "unpack the whole img_align_celeba.zip, or trim the annotation files to the images you have (as a "
+                "subset such as the 3,000-image sample does)"
+            )
+        else:
+            fix = f"the file is truncated or from another release: download it again from CelebA's {_origin(name)}"
         raise DataError(
-            f"{path}: {len(absent)} image(s) of {PARTITION_FILE} are not listed, e.g. {absent[:3]}; "
-            "all annotation files must come from the same CelebA release"
+            f"{root / name}: lacks {len(lacking):,} of the {len(union):,} images that the other CelebA files name, "
+            f"e.g. {', '.join(lacking[:3])} ({counts}); {fix}"
+            + (f", or pass --allow-partial to load only the {len(common):,} images that all have" if common else "")
         )
+    if not common:
+        raise DataError(
+            f"{root}: no image is in {IMAGE_DIR}/ and in every annotation file ({counts}), so --allow-partial leaves "
+            f"nothing to load; use the images and annotation files of one CelebA release. {_layout_hint(root)}"
+        )
+    return [f for f in tables[PARTITION_FILE] if f in common], found
 
 
-def _require_images(files: list[str], root: Path) -> None:
-    present = set(os.listdir(root / IMAGE_DIR))
-    absent = [f for f in files if f not in present]
-    if absent:
-        raise DataError(
-            f"{root / IMAGE_DIR}: {len(absent)} of the {len(files)} images in {PARTITION_FILE} are missing, "
-            f"e.g. {absent[:3]}; unpack the whole img_align_celeba.zip or trim the annotation files to match"
-        )
+def _origin(name: str) -> str:
+    return "Eval/ folder" if name == PARTITION_FILE else "Anno/ folder"

@@ -3,7 +3,9 @@
 Faces are expected roughly aligned and centred (as face crops usually are): each image is centre-cropped
 to a square and resized, and given the canonical landmarks of the CelebA template. Sub-folders name
 identities (``root/<person>/<image>``), so the identification protocol can use them; flat folders are
-one identity, 0.
+one identity, 0. Every image must be a face of at least ``MIN_FACE_SIDE`` px (bench.data.imageio). A sample's id
+is its path below the folder (``person__image``), shortened with a hash when it would make too long a file
+name in the run folder (bench.data.celeba.sample_id); two files that would be one sample are refused.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.celeba import DataError, canonical_landmarks, resize
-from bench.data.imageio import read_header, read_image
+from bench.data.celeba import DataError, canonical_landmarks, require_unique_ids, resize, sample_id
+from bench.data.imageio import IMAGE_SUFFIXES, ImageHeader, read_header, read_image, require_face_size
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def load_folder(path: str | Path, size: int = 128) -> FaceSet:
@@ -31,24 +31,27 @@ def load_folder(path: str | Path, size: int = 128) -> FaceSet:
             f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or below; it has: {found or 'nothing'}; "
             "put the face images there or pass the folder that holds them"
         )
+    headers = [read_header(p) for p in files]  # every header before any decode: bad or tiny files fail fast
+    require_face_size(root, files, headers)
+    ids = [sample_id("__".join(p.relative_to(root).with_suffix("").parts)) for p in files]
+    require_unique_ids(root, files, ids)
     groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
     names = sorted(set(groups))
-    images = np.stack([_square(p, size) for p in files])
+    images = np.stack([_square(p, h, size) for p, h in zip(files, headers, strict=True)])
     return FaceSet(
         images=images,
         identities=np.array([names.index(g) for g in groups], np.int64),
         attributes=np.zeros((len(files), len(PAPER_ATTRIBUTES)), np.float32),
         landmarks=np.repeat(canonical_landmarks(size)[None], len(files), 0),
-        ids=["__".join(p.relative_to(root).with_suffix("").parts) for p in files],
+        ids=ids,
         occluders=["natural"] * len(files),
         families=["natural"] * len(files),
     )
 
 
-def _square(path: Path, size: int) -> np.ndarray:
+def _square(path: Path, header: ImageHeader, size: int) -> np.ndarray:
     """Centre square crop of the image, resized to ``size``; a large JPEG is decoded at reduced size, as its
     header's shorter side allows. A bad file is one DataError naming it (bench.data.imageio)."""
-    header = read_header(path)
     image, _ = read_image(path, size / min(header.width, header.height), header=header)
     height, width = image.shape[:2]
     side = min(height, width)

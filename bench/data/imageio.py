@@ -9,22 +9,37 @@ cores); other formats go through PIL's ``Image.open``, which also reads only the
 
 RGB images are decoded with OpenCV as before (same pixels, so dataset fingerprints and the checkpoints keyed
 by them stay valid; EXIF orientation applied; the GIL released for the loaders' threads); RGBA occluders
-with PIL, which expands palette transparency.
+with PIL, which expands palette transparency. OpenCV's JPEG decoder returns a damaged image as if it were
+whole and only prints libjpeg's warning ("Corrupt JPEG data: ...") to the process's stderr, naming no file:
+:class:`_DecoderOutput` catches that text per decode, so the warning becomes a DataError naming the file.
+A JPEG has no checksum: damage that still decodes to valid codes draws no warning and cannot be detected by
+any decoder (PNGs are checked whole: their chunks carry CRCs).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple, TypeVar
 
 import numpy as np
 
 from bench.data.celeba import DataError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what the folder loaders read
 MAX_PIXELS = 50_000_000  # 50 megapixels: any face photo or occluder fits; a decompression bomb does not
+# The smallest face a loader accepts, on the image's short side. 32 px is the smallest --image-size the harness
+# runs at, and about the smallest face whose features are still apart on the template (eye to eye ~11 px, eyes to
+# mouth ~12 px at 32 px); below it a file is an icon or a thumbnail, and scaled up to the 64-128 px the profiles
+# use it would be almost all interpolation: a benchmark "face" that is no face.
+MIN_FACE_SIDE = 32
 FIX = "remove it or replace it with a good copy"
 _PREFIX = 1 << 16  # header bytes parsed here; a JPEG whose frame header lies further is left to PIL
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -120,6 +135,26 @@ def _pil_header(path: Path) -> ImageHeader:
         raise DataError(f"{path}: has a truncated or corrupt image header ({_reason(err)}); {FIX}") from None
 
 
+def require_face_size(folder: Path, paths: Sequence[Path], headers: Sequence[ImageHeader]) -> None:
+    """DataError unless every image is at least :data:`MIN_FACE_SIDE` px on its short side: one line naming the
+    file, or for several the count and the first few."""
+    small = [(p, h) for p, h in zip(paths, headers, strict=True) if min(h.width, h.height) < MIN_FACE_SIDE]
+    if not small:
+        return
+    need = f"a face needs at least {MIN_FACE_SIDE} px on its short side"
+    if len(small) == 1:
+        path, h = small[0]
+        raise DataError(
+            f"{path}: is {h.width}x{h.height} pixels, too small for a face ({need}); remove it or replace it with "
+            "a larger face crop"
+        )
+    shown = ", ".join(f"{p} ({h.width}x{h.height})" for p, h in small[:3])
+    raise DataError(
+        f"{folder}: {len(small):,} of its {len(paths):,} images are too small for a face ({need}), e.g. {shown}; "
+        "remove them or replace them with larger face crops"
+    )
+
+
 def _too_large(path: Path, pixels: int | None, dims: str = "") -> str:
     size = f"{pixels / 1e6:.0f} megapixels" if pixels else "a huge size"
     cap = MAX_PIXELS // 1_000_000
@@ -155,12 +190,107 @@ def _read_rgb(path: Path, header: ImageHeader, scale: float) -> tuple[np.ndarray
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
     flags[8] = cv2.IMREAD_REDUCED_COLOR_8
     try:
-        image = cv2.imdecode(np.fromfile(path, np.uint8), flags[factor])
+        data = np.fromfile(path, np.uint8)
+        image, said = _OUTPUT.run(lambda: cv2.imdecode(data, flags[factor]))
+        if _DAMAGE.search(said):  # this decode's, or a concurrent one's: decode again alone to see whose
+            image, said = _OUTPUT.run(lambda: cv2.imdecode(data, flags[factor]), alone=True)
     except (OSError, cv2.error) as err:
         raise DataError(f"{path}: cannot be decoded ({_reason(err)}); {FIX}") from None
     if image is None:
         raise DataError(f"{path}: cannot be decoded as a {header.format} image (truncated or corrupt); {FIX}")
+    damage = _DAMAGE.search(said)
+    if damage:
+        raise DataError(
+            f"{path}: is a truncated or corrupt {header.format} (its decoder reports "
+            f"{damage.group().decode(errors='replace').strip()!r}: a broken copy or download); {FIX}"
+        )
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
+
+
+# libjpeg's warnings that mean damaged data (jerror.h: JWRN_HIT_MARKER, EXTRANEOUS_DATA, HUFF_BAD_CODE,
+# MUST_RESYNC, BOGUS_ICC: "Corrupt JPEG data: ..."; JPEG_EOF; NOT_SEQUENTIAL; BOGUS_PROGRESSION)
+_DAMAGE = re.compile(
+    rb"^(?:Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters|Inconsistent progression)[^\n]*\n?",
+    re.MULTILINE,
+)
+T = TypeVar("T")
+
+
+class _DecoderOutput:
+    """What the decoders write to file descriptor 2 while they run, per decode.
+
+    While any decode runs, fd 2 points at a temporary file; each decode reads what was written during its own
+    call. The loaders decode on several threads, so text seen during one decode may be another's: such a decode
+    is repeated alone (``alone=True`` waits until no other decode runs, and holds new ones back). When the last
+    decode ends, fd 2 is restored and whatever was captured, other than the damage lines turned into errors, is
+    passed on to it (another thread's messages are delayed, never lost).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting_alone = 0
+        self._alone = False
+        self._sink: IO[bytes] | None = None
+        self._saved = -1
+
+    def run(self, decode: Callable[[], T], alone: bool = False) -> tuple[T, bytes]:
+        """``decode()`` and the bytes written to fd 2 while it ran."""
+        with self._cond:
+            if alone:
+                self._waiting_alone += 1
+                self._cond.wait_for(lambda: self._running == 0)
+                self._waiting_alone -= 1
+                self._alone = True
+            else:
+                self._cond.wait_for(lambda: not self._alone and not self._waiting_alone)
+            if self._running == 0:
+                self._redirect()
+            self._running += 1
+            fd = self._sink.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            result = decode()
+            return result, os.pread(fd, os.fstat(fd).st_size - start, start)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._alone = self._alone and not alone
+                if self._running == 0:
+                    self._restore()
+                self._cond.notify_all()
+
+    def _redirect(self) -> None:
+        _flush_python_stderr()  # what Python buffered so far goes where it was meant to
+        if self._sink is None:
+            self._sink = tempfile.TemporaryFile(buffering=0)
+        try:
+            self._saved = os.dup(2)
+        except OSError:  # no stderr at all (closed by a daemon): capture anyway, pass nothing on
+            self._saved = -1
+        os.dup2(self._sink.fileno(), 2)
+
+    def _restore(self) -> None:
+        _flush_python_stderr()
+        if self._saved < 0:
+            os.close(2)
+        else:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        fd = self._sink.fileno()
+        rest = _DAMAGE.sub(b"", os.pread(fd, os.fstat(fd).st_size, 0)).strip(b"\n")
+        os.truncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)  # the next writes start at 0 (fd 2 shared this offset while redirected)
+        if rest and self._saved >= 0:
+            os.write(2, rest + b"\n")
+
+
+def _flush_python_stderr() -> None:
+    if sys.stderr is not None:
+        sys.stderr.flush()
+
+
+_OUTPUT = _DecoderOutput()
 
 
 def _verify_png(path: Path) -> None:
