@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import MISSING
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
+
+from bench.planning import RunConfig, RunError, check_profile, plan
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from bench.report import Report
 
+MARKUP = "rich"  # help text is rich markup: user and plugin text in it is escaped (``[face]`` must stay visible)
 app = typer.Typer(
     help="Face de-occlusion benchmark: train and evaluate OA-GAN and baselines under one protocol.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP,
 )
-data_app = typer.Typer(help="Look at the data.", no_args_is_help=True)
+data_app = typer.Typer(help="Look at the data.", no_args_is_help=True, rich_markup_mode=MARKUP)
 app.add_typer(data_app, name="data")
 study_app = typer.Typer(
-    help="The user study of the paper's Fig. 11: export blinded forms, tally answers.", no_args_is_help=True
+    help="The user study of the paper's Fig. 11: export blinded forms, tally answers.",
+    no_args_is_help=True,
+    rich_markup_mode=MARKUP,
 )
 app.add_typer(study_app, name="study")
 
@@ -77,38 +87,84 @@ def list_plugins(
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="deocc-bench plugins")
-    for col in ("plugin", "version", "distribution", "methods"):
-        table.add_column(col)
-    for p in sorted(reg.plugins, key=lambda p: p.name):
-        methods = ", ".join(p.methods) if not p.error else f"[red]failed to load: {p.error}"
-        table.add_row(p.name, p.version, p.distribution, methods)
     console = Console()
+    _print_rows(
+        console,
+        "deocc-bench plugins",
+        ("plugin", "version", "distribution", "methods"),
+        [
+            (
+                p.name,
+                p.version,
+                p.distribution,
+                Text(f"failed to load: {p.error}", style="red") if p.error else ", ".join(p.methods),
+            )
+            for p in sorted(reg.plugins, key=lambda p: p.name)
+        ],
+    )
+    _print_rows(
+        console,
+        "methods",
+        ("method", "mask", "trains on", "summary"),
+        [
+            (
+                name,
+                ", ".join(w for w, on in (("needs", spec.needs_mask), ("predicts", spec.predicts_mask)) if on),
+                ", ".join(spec.trains_on),
+                spec.summary,
+            )
+            for name, spec in sorted(reg.methods.items())
+        ],
+    )
+    _print_rows(
+        console,
+        "recognizers (bench run --identification --id-model NAME)",
+        ("recognizer", "plugin", "installed", "summary"),
+        [
+            (
+                name,
+                spec.plugin,
+                "no" if spec.missing() else "yes",
+                spec.summary + (f"\ninstall: {spec.install}" if spec.missing() else ""),
+            )
+            for name, spec in sorted(reg.recognizers.items())
+        ],
+    )
+
+
+PROSE_MIN = 30  # the narrowest prose column worth a table; below it, each row's facts go above its prose
+
+
+def _print_rows(console, title: str, header: tuple[str, ...], rows: list[tuple[str | Text, ...]]) -> None:
+    """A table of ``rows`` that stays readable at any width: the first column is a name and the columns after it
+    short facts, never wrapped or cut; the last is prose (plugin or user text), wrapped. When the terminal is
+    too narrow for the prose to get PROSE_MIN characters, the table keeps two columns: the name, and the facts
+    ("header: value") on a line above the prose. Every cell is plain text: ``[face]`` in a summary is printed,
+    never read as rich markup."""
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    fixed = [
+        max(cell_len(str(cell)) for cell in (head, *(row[i] for row in rows))) for i, head in enumerate(header[:-1])
+    ]
+    table = Table(title=Text(title))
+    if sum(fixed) + 3 * len(header) + 1 + PROSE_MIN <= console.width:  # each column: 2 of padding, 1 of border
+        for head in header[:-1]:
+            table.add_column(head, no_wrap=True)
+        table.add_column(header[-1], ratio=1, overflow="fold")
+        for row in rows:
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+    else:
+        table.add_column(header[0], no_wrap=True)
+        table.add_column(" / ".join(header[1:]), ratio=1, overflow="fold")
+        for name, *facts, prose in rows:
+            line = "; ".join(f"{head}: {value}" for head, value in zip(header[1:-1], facts, strict=True) if value)
+            detail = Text().append(line + "\n" if line else "", style="dim").append(prose)  # only the facts dim
+            table.add_row(Text(name), detail)
     console.print(table)
-    details = Table(title="methods")
-    details.add_column("method", no_wrap=True)
-    for col in ("needs mask", "predicts mask", "trains on"):
-        details.add_column(col, no_wrap=True)
-    details.add_column("summary", ratio=1)
-    for name, spec in sorted(reg.methods.items()):
-        details.add_row(
-            name,
-            "yes" if spec.needs_mask else "",
-            "yes" if spec.predicts_mask else "",
-            ",".join(spec.trains_on),
-            spec.summary,
-        )
-    console.print(details)
-    recognizers = Table(title="recognizers (bench run --identification --id-model NAME)")
-    for col in ("recognizer", "plugin", "installed"):
-        recognizers.add_column(col, no_wrap=True)
-    recognizers.add_column("summary", ratio=1)
-    for name, spec in sorted(reg.recognizers.items()):
-        missing = spec.missing()
-        recognizers.add_row(name, spec.plugin, f"no: {spec.install}" if missing else "yes", spec.summary)
-    console.print(recognizers)
 
 
 def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
@@ -116,7 +172,6 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
     import json
 
     from bench.options import OptionError
-    from bench.planning import RunError, check_profile
 
     try:
         check_profile(profile)
@@ -138,72 +193,150 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
         typer.echo(json.dumps(tables, indent=2, default=str))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     for name, rows in tables.items():
-        table = Table(title=f"{name} options ({profile} profile): --opt {name.split(':')[0]}.KEY=VALUE")
-        table.add_column("option", overflow="fold")  # wrapped, never cut to "…"
-        table.add_column("type", overflow="fold")
-        table.add_column("default", overflow="fold")
-        table.add_column("range", overflow="fold")
-        table.add_column("help", ratio=1, overflow="fold")
-        for row in rows:
-            table.add_row(row["name"], row["type"], repr(row["default"]), row["range"], row["help"])
-        console.print(table if rows else f"{name}: no options")
+        title = f"{name} options ({profile} profile): --opt {name.split(':')[0]}.KEY=VALUE"
+        if not rows:
+            console.print(Text(f"{name}: no options"))
+            continue
+        _print_rows(
+            console,
+            title,
+            ("option", "type", "default", "range", "help"),
+            [(r["name"], r["type"], repr(r["default"]), r["range"], r["help"]) for r in rows],
+        )
+
+
+def _default(name: str) -> Any:
+    """RunConfig's default for the field ``name`` (a list as the comma-separated text the option takes), so the
+    CLI restates no default of its own."""
+    spec = RunConfig.__dataclass_fields__[name]
+    value = spec.default if spec.default_factory is MISSING else spec.default_factory()
+    return ",".join(value) if isinstance(value, list) else value
+
+
+def _given(command: typer.Context) -> set[str]:
+    """The options the user set (on the command line or from the environment), not left at their default."""
+    return {n for n in command.params if command.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+METHODS, DATA, TRAINING, IDENTIFICATION, SPEED, OUTPUT = (
+    "Methods and masks",
+    "Data",
+    "Training",
+    "Identification (Fig. 12)",
+    "Speed",
+    "Output",
+)
 
 
 @app.command()
 def run(
+    command: typer.Context,
     methods: str = typer.Option(
-        "oagan,pconv", "--methods", "-m", help="Comma-separated method names (see `bench list`)."
+        "oagan,pconv", "--methods", "-m", help="Methods, comma-separated (see `bench list`).", rich_help_panel=METHODS
     ),
-    dataset: str = typer.Option("synthetic", help="'synthetic' (embedded) or a CelebA folder in its official layout."),
-    profile: str = typer.Option(
-        "quick",
-        help="quick (CPU, 64 px, minutes), standard (CPU, 64 px, ~25 min per method) or paper (128 px, the paper's).",
-    ),
-    image_size: int | None = typer.Option(None, help="Override the profile's image size."),
     mask_source: str = typer.Option(
-        "oagan",
-        help="Masks for mask-requiring methods, comma-separated: gt (the oracle) and/or methods that predict a "
-        "mask (default oagan, the paper's Fig. 10 protocol), e.g. gt,oagan.",
+        _default("mask_source"),
+        help="Masks for methods that need one, comma-separated: gt (the oracle) and/or methods that predict a "
+        "mask (oagan: the paper's Fig. 10).",
+        rich_help_panel=METHODS,
     ),
-    mask_threshold: float = typer.Option(0.5, help="Binarization threshold of predicted masks."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    seed: int = typer.Option(0, help="Seed of data generation and training."),
-    output: Path = typer.Option(Path("results"), help="Output root (runs/ and checkpoints/)."),
-    steps: int | None = typer.Option(
-        None, help="Training steps for every method (default: each method's profile default)."
+    mask_threshold: float = typer.Option(
+        _default("mask_threshold"), help="Binarization threshold of predicted masks.", rich_help_panel=METHODS
     ),
-    time_budget: float | None = typer.Option(None, help="Wall-clock cap per method's training, seconds."),
     opt: list[str] = typer.Option(
-        [], "--opt", help="Method option key=value (all methods) or method.key=value; repeatable."
+        [],
+        "--opt",
+        metavar="KEY=VALUE",
+        help="key=value (every method) or method.key=value; repeatable (see `bench list --options`).",
+        rich_help_panel=METHODS,
     ),
-    weights_dir: Path | None = typer.Option(None, help="Folder of local pretrained files (e.g. vgg16.pth)."),
-    limit: int | None = typer.Option(None, help="Evaluate at most this many samples per test split."),
-    occluders: Path | None = typer.Option(None, help="Folder of extra RGBA PNG occluders for paired synthesis."),
-    batch_size: int = typer.Option(16, help="Evaluation batch size."),
-    data_limit: int | None = typer.Option(None, help="CelebA: at most this many images per split."),
+    dataset: str = typer.Option(
+        _default("dataset"), help="synthetic (embedded) or a CelebA folder (official layout).", rich_help_panel=DATA
+    ),
+    image_size: int | None = typer.Option(
+        _default("image_size"), help="Image size in px (default: the profile's).", rich_help_panel=DATA
+    ),
+    data_limit: int | None = typer.Option(
+        _default("data_limit"), help="At most this many images per split.", rich_help_panel=DATA
+    ),
+    limit: int | None = typer.Option(
+        _default("limit"), help="Score at most this many samples per test split.", rich_help_panel=DATA
+    ),
+    occluders: Path | None = typer.Option(
+        _default("occluders"), help="Folder of extra RGBA PNG occluders.", rich_help_panel=DATA
+    ),
     natural_folder: Path | None = typer.Option(
-        None, help="Your own naturally occluded faces (evaluated as test_natural)."
+        _default("natural_folder"), help="Your own occluded faces (scored as test_natural).", rich_help_panel=DATA
     ),
-    identification: bool = typer.Option(False, help="Also run the rank-1..5 identification protocol (Fig. 12)."),
+    seed: int = typer.Option(_default("seed"), help="Seed of data generation and training.", rich_help_panel=DATA),
+    profile: str = typer.Option(
+        _default("profile"),
+        help="quick (CPU, 64 px, minutes), standard (CPU, 64 px, ~25 min a method) or paper (128 px).",
+        rich_help_panel=TRAINING,
+    ),
+    steps: int | None = typer.Option(
+        _default("steps"), help="Training steps per method (default: its profile's).", rich_help_panel=TRAINING
+    ),
+    time_budget: float | None = typer.Option(
+        _default("time_budget"), help="Wall-clock cap on each method's training (s).", rich_help_panel=TRAINING
+    ),
+    weights_dir: Path | None = typer.Option(
+        _default("weights_dir"), help="Folder of local pretrained files (vgg16.pth).", rich_help_panel=TRAINING
+    ),
+    identification: bool = typer.Option(
+        _default("identification"),
+        "--identification",
+        help="Also score rank-1..5 face identification.",
+        rich_help_panel=IDENTIFICATION,
+    ),
     id_model: str = typer.Option(
-        "lightcnn9", help="Recognizers for --identification, comma-separated (dlib: pip install -e '.[face]')."
+        _default("id_model"),
+        help=escape("Recognizers, comma-separated (dlib: pip install -e '.[face]')."),
+        rich_help_panel=IDENTIFICATION,
     ),
-    id_weights: Path | None = typer.Option(None, help="Local recognizer weights (LightCNN-9: official layout)."),
-    id_steps: int | None = typer.Option(None, help="Recognizer training steps (LightCNN-9: 600 quick, 2000 paper)."),
-    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (GPU; the gradient penalty stays fp32)."),
-    channels_last: bool = typer.Option(False, help="Networks in channels-last memory format (training and inference)."),
-    compile: bool = typer.Option(False, help="torch.compile the networks for inference (pays on long evaluations)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables: only the report's path (stdout)."),
-    as_json: bool = typer.Option(False, "--json", help="No progress; one JSON summary on stdout instead of the table."),
+    id_weights: Path | None = typer.Option(
+        _default("id_weights"),
+        help="Recognizer weights file (LightCNN-9: the official layout).",
+        rich_help_panel=IDENTIFICATION,
+    ),
+    id_steps: int | None = typer.Option(
+        _default("id_steps"),
+        help="Recognizer training steps (default: its profile's).",
+        rich_help_panel=IDENTIFICATION,
+    ),
+    device: str = typer.Option(_default("device"), help="auto, cpu or cuda.", rich_help_panel=SPEED),
+    batch_size: int = typer.Option(_default("batch_size"), help="Evaluation batch size.", rich_help_panel=SPEED),
+    precision: str = typer.Option(_default("precision"), help="fp32, or bf16 autocast (GPU).", rich_help_panel=SPEED),
+    channels_last: bool = typer.Option(
+        _default("channels_last"),
+        "--channels-last",
+        help="Channels-last networks (training and inference).",
+        rich_help_panel=SPEED,
+    ),
+    compile: bool = typer.Option(
+        _default("compile"),
+        "--compile",
+        help="torch.compile networks for inference (pays on long runs).",
+        rich_help_panel=SPEED,
+    ),
+    output: Path = typer.Option(
+        _default("output"), help="Output root (runs/, checkpoints/, cache/).", rich_help_panel=OUTPUT
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only the report's path (stdout).", rich_help_panel=OUTPUT
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary (stdout), no progress.", rich_help_panel=OUTPUT
+    ),
 ) -> None:
     """Train (or load from cache) each method, evaluate all of them under the same protocol, write the report."""
     from rich.console import Console
 
-    from bench.runner import RunConfig, RunError, Runner
+    from bench import plugins
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     console = Console(stderr=True, quiet=quiet or as_json)
@@ -235,6 +368,12 @@ def run(
             channels_last=channels_last,
             compile=compile,
         )
+        registry = plugins.registry()
+        plan(config, registry, _given(command))  # names only: a typo is refused before torch is imported
+        from bench.runner import Runner, check_recognizers
+
+        if config.identification:
+            check_recognizers(config, registry)
         store = Runner(config, argv=sys.argv, console=console).run()
     except (RunError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -311,7 +450,6 @@ def data_preview(
 ) -> None:
     """Write a PNG grid of faces, synthetic and natural occlusions and their masks."""
     from bench.data.preview import preview_grid
-    from bench.planning import RunConfig, RunError
     from bench.runner import resolve_dataset
 
     if n < 1:
@@ -380,7 +518,6 @@ def perf(
     """Measure images/s (inference and training step), harness overhead and peak memory per method."""
     from bench.acceleration import Acceleration
     from bench.perf import run_perf
-    from bench.planning import RunError
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s.strip()]

@@ -57,6 +57,9 @@ class MethodSpec:
     reported: Mapping[str, float] = field(default_factory=dict)  # the seed paper's numbers, e.g. psnr/ssim
     options: Mapping[str, Any] = field(default_factory=dict)  # option overrides (variants differ here)
     variant_of: str = ""  # the method this one ablates ("oagan" for "oagan:no_style"); set from the name
+    # Returns its input unchanged: the floor every method must beat. A run scores it always (it costs nothing),
+    # so every result sits beside its input's score; the harness finds it by this flag, never by name.
+    reference: bool = False
     plugin: str = ""  # set by the plugin manager
 
     def __post_init__(self) -> None:
@@ -165,11 +168,18 @@ class Method:
         return int(for_profile(cls.default_steps, profile, cls.default_steps.get("paper", 0)))
 
     def setup_training(self, data: TrainData) -> None:
-        raise NotImplementedError
+        """Optimisers and samplers over ``data``; called once, only when the harness trains the method."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.setup_training is not implemented: set `trainable = False` on a method that "
+            "does not train, or implement setup_training(data) and train_step(step)"
+        )
 
     def train_step(self, step: int) -> dict[str, float]:
         """One optimisation step; returns the named losses (floats) for logging and the NaN guard."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__}.train_step is not implemented: set `trainable = False` on a method that "
+            "does not train, or implement train_step(step) returning its losses"
+        )
 
     def parts(self) -> dict[str, Any]:
         """Named networks and optimisers (None before ``setup_training``) that make up the state.
@@ -194,7 +204,13 @@ class Method:
                 raise KeyError(f"{type(self).__name__}: checkpoint has no {key!r}; it was saved by another method")
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
-        raise NotImplementedError
+        """The restored ``images`` (and, for ``predicts_mask=True``, the predicted masks) as a Restoration.
+        A mask-fed method (``needs_mask=True``) gets ``images`` with the hole zeroed (Fig. 10(d)) and ``masks``
+        (1 = occluded); any other method gets the occluded input and ``masks=None``."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.restore is not implemented: define restore(images, masks) returning "
+            "bench.method.Restoration(images[, masks])"
+        )
 
     def info(self) -> dict[str, Any]:
         """Facts for the run manifest (preset, backbone weights used, ...)."""

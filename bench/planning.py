@@ -7,7 +7,9 @@ value is one line naming it and the fix, never a run that "completes" with nothi
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,17 +168,21 @@ class RunConfig:
                     out[key] = v
         return out
 
+    def check_option_scopes(self, names: list[str]) -> None:
+        """A ``method.key`` for a method not in the run is a typo, not a no-op (names alone: no import)."""
+        bases = {base_name(n) for n in names} | set(names)
+        for k in self.options:
+            scope, dot, _ = k.rpartition(".")
+            if dot and scope not in bases:
+                raise RunError(f"--opt {k}: {scope!r} is not one of the run's methods ({', '.join(sorted(bases))})")
+
     def check_options(self, names: list[str], declared: dict[str, set[str]]) -> None:
         """A ``method.key`` for a method not in the run, or an unscoped key no method of the run declares, is
         a typo, not a no-op."""
-        from difflib import get_close_matches
-
-        bases = {base_name(n) for n in names} | set(names)
+        self.check_option_scopes(names)
         every = set().union(*declared.values()) if declared else set()
         for k in self.options:
             scope, dot, key = k.rpartition(".")
-            if dot and scope not in bases:
-                raise RunError(f"--opt {k}: {scope!r} is not one of the run's methods ({', '.join(sorted(bases))})")
             if not dot and key not in every:
                 hint = get_close_matches(key, sorted(every), n=3)
                 tail = f"did you mean {', '.join(hint)}?" if hint else "see `bench list --options`"
@@ -197,28 +203,65 @@ class Job:
 
 def plan_jobs(specs: list[MethodSpec], mask_sources: list[str], registry: Registry) -> list[Job]:
     """Expand methods into jobs. A mask source that is a method runs first (it is added when the run does not
-    name it but a mask-requiring method is fed its masks); the other methods keep their order."""
+    name it but a mask-requiring method is fed its masks); the other methods keep their order; every reference
+    method (``MethodSpec.reference``: the input itself, the floor) the run does not name comes last, so each
+    result is scored beside its input. Without a registered reference the run goes on without one."""
     providers: list[MethodSpec] = []
     if any(s.needs_mask for s in specs):
+        masking = [n for n, s in sorted(registry.methods.items()) if s.predicts_mask and not s.needs_mask]
+        usable = f"use {ORACLE} or one of {', '.join(masking) or 'none installed'}"
         for source in mask_sources:
             if source == ORACLE:
                 continue
+            if source not in registry.methods and source not in registry.conflicts:
+                hint = get_close_matches(source, [ORACLE, *masking], n=3)
+                tail = f"did you mean {', '.join(hint)}?" if hint else usable
+                raise RunError(f"--mask-source {source!r}: unknown method {source!r}; {tail}{registry.broken_note()}")
             try:
                 provider = registry.get(source)
             except KeyError as exc:
                 raise RunError(f"--mask-source {source!r}: {exc.args[0]}") from exc
             if not provider.predicts_mask or provider.needs_mask:
-                masking = [n for n, s in sorted(registry.methods.items()) if s.predicts_mask and not s.needs_mask]
-                raise RunError(
-                    f"--mask-source {source!r}: that method predicts no mask of its own; use {ORACLE} or one of "
-                    f"{', '.join(masking) or 'none installed'}"
-                )
+                raise RunError(f"--mask-source {source!r}: that method predicts no mask of its own; {usable}")
             providers.append(provider)
     ordered = providers + [s for s in specs if s not in providers]
+    named = {s.name for s in ordered}
+    ordered += [s for _, s in sorted(registry.methods.items()) if s.reference and s.name not in named]
     jobs = []
     for spec in ordered:
         if spec.needs_mask:
             jobs += [Job(spec, source) for source in mask_sources]
         else:
             jobs.append(Job(spec, "own"))
+    return jobs
+
+
+# An option that means something only beside another (RunConfig field -> the field it needs): given alone, the
+# run would silently ignore it.
+NEEDS = {"id_model": "identification", "id_weights": "identification", "id_steps": "identification"}
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def plan(config: RunConfig, registry: Registry, given: Collection[str] = ()) -> list[Job]:
+    """The run's jobs, every name checked against ``registry`` from names alone: no method module (nor torch)
+    is imported, so the CLI refuses a typo in well under a second, before any expensive import. ``given``
+    names the RunConfig fields the user set; one that this run would ignore is refused, not dropped."""
+    try:
+        specs = [registry.get(name) for name in config.methods]
+    except KeyError as exc:
+        raise RunError(exc.args[0]) from exc
+    for name in sorted(given):
+        need = NEEDS.get(name)
+        if need and not getattr(config, need):
+            raise RunError(f"{_flag(name)} needs {_flag(need)}; add {_flag(need)} or drop {_flag(name)}")
+    if "mask_source" in given and not any(s.needs_mask for s in specs):
+        raise RunError(
+            f"--mask-source {','.join(config.mask_source)}: no method of this run takes a mask "
+            f"({', '.join(config.methods)}); drop --mask-source or add a method that needs one (see `bench list`)"
+        )
+    jobs = plan_jobs(specs, config.mask_source, registry)
+    config.check_option_scopes([job.spec.name for job in jobs])
     return jobs

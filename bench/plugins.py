@@ -67,15 +67,18 @@ class Registry:
         if name in self.methods:
             return self.methods[name]
         hint = get_close_matches(name, list(self.methods), n=3)
-        broken = [p.name for p in self.plugins if p.error]
         msg = f"unknown method {name!r}"
         if hint:
             msg += f"; did you mean {', '.join(hint)}?"
         else:
             msg += f"; available: {', '.join(sorted(self.methods)) or 'none'}"
-        if broken:
-            msg += f" (plugins that failed to load: {', '.join(broken)}; see `bench list`)"
-        raise KeyError(msg)
+        raise KeyError(msg + self.broken_note())
+
+    def broken_note(self) -> str:
+        """`` (plugins that failed to load: a, b; see `bench list`)`` when some did: the name a user asks for
+        may be one of theirs."""
+        broken = [p.name for p in self.plugins if p.error]
+        return f" (plugins that failed to load: {', '.join(broken)}; see `bench list`)" if broken else ""
 
 
 def _csv_env(name: str) -> list[str] | None:

@@ -11,6 +11,7 @@ def register_methods(register):
             name="identity",
             factory="baselines.classical:IdentityMethod",
             summary="returns the occluded input unchanged (the floor every method must beat)",
+            reference=True,
         )
     )
     register(

@@ -257,3 +257,29 @@ def test_every_built_in_trained_method_declares_a_longer_standard_budget_than_qu
             continue
         assert "standard" in cls.default_steps, name
         assert cls.steps_for("quick") < cls.steps_for("standard") <= cls.steps_for("paper"), name
+
+
+def _labels(methods: list[str], mask_source: list[str] | None = None) -> list[str]:
+    from bench.planning import RunConfig, plan
+
+    config = RunConfig(methods=methods, **({"mask_source": mask_source} if mask_source else {}))
+    return [job.label for job in plan(config, plugins.registry())]
+
+
+def test_every_run_scores_the_reference_once():
+    """The input itself (the declared reference, identity) is a label of every run: added when the run does not
+    name it, never twice when it does."""
+    plugins.reset()
+    assert [n for n, s in plugins.registry().methods.items() if s.reference] == ["identity"]
+    assert _labels(["oagan", "pconv"]) == ["oagan", "pconv@oagan", "identity"]
+    assert _labels(["identity", "telea"], ["gt"]) == ["identity", "telea@gt"]
+    assert _labels(["telea", "identity"], ["gt", "oagan"]) == ["oagan", "telea@gt", "telea@oagan", "identity"]
+
+
+def test_a_run_without_a_reference_plugin_goes_on_without_one(monkeypatch):
+    monkeypatch.setenv("DEOCC_DISABLE_PLUGINS", "classical")
+    plugins.reset()
+    try:
+        assert _labels(["oagan", "pconv"]) == ["oagan", "pconv@oagan"]
+    finally:
+        plugins.reset()

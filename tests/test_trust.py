@@ -164,8 +164,10 @@ def test_out_of_range_output_is_counted_and_reported(tiny_plugin, bench_main, tm
     code, _, err = bench_main(*RUN, "--opt", "tinyfill.poison=big", "--output", str(tmp_path))
     assert code == 0, err
     (run,) = (tmp_path / "runs").iterdir()
-    shares = [r["out_of_range"] for r in _rows(run).values()]
-    assert all(0 < s <= 1 for s in shares)
+    shares = {label: [] for label in ("tinyfill@gt", "identity")}
+    for (label, _, _), row in _rows(run).items():
+        shares[label].append(row["out_of_range"])
+    assert all(0 < s <= 1 for s in shares["tinyfill@gt"]) and not any(shares["identity"])
     assert bench_main("report", str(run))[0] == 0
     assert "Outputs outside [0, 1]" in (run / "report.html").read_text()
 
@@ -186,13 +188,14 @@ def test_any_mask_predicting_method_is_a_mask_source(tiny_plugin, bench_main, tm
     )
     assert code == 0, err
     manifest = _manifest(tmp_path)
-    # tinymask is not named in --methods: it is added, and evaluated first (tinyfill@tinymask reads its masks)
+    # tinymask is not named in --methods: it is added, and evaluated first (tinyfill@tinymask reads its masks);
+    # identity, the reference, is scored in every run
     assert {k: v["status"] for k, v in manifest["methods"].items()} == dict.fromkeys(
-        ["tinymask", "tinyfill@gt", "tinyfill@tinymask"], "evaluated"
+        ["tinymask", "tinyfill@gt", "tinyfill@tinymask", "identity"], "evaluated"
     )
     (run,) = (tmp_path / "runs").iterdir()
     rows = _rows(run)
-    assert {label for label, _, _ in rows} == {"tinymask", "tinyfill@gt", "tinyfill@tinymask"}
+    assert {label for label, _, _ in rows} == {"tinymask", "tinyfill@gt", "tinyfill@tinymask", "identity"}
     assert any(r["mask_iou"] >= 0 for (label, _, _), r in rows.items() if label == "tinymask" and "mask_iou" in r)
 
 
@@ -216,7 +219,7 @@ def test_the_default_mask_source_path_feeds_oagan_masks(bench_main, tmp_path):
     code, _, err = bench_main(*args)
     assert code == 0, err
     manifest = _manifest(tmp_path)
-    assert set(manifest["methods"]) == {"oagan", "telea@oagan"}
+    assert set(manifest["methods"]) == {"oagan", "telea@oagan", "identity"}
     assert manifest["training"]["oagan"]["cached"] is False and manifest["training"]["oagan"]["steps_trained"] == 2
     (run,) = (tmp_path / "runs").iterdir()
     assert len(list((run / "predictions" / "oagan" / "test_paired" / "masks").glob("*.png"))) == 3
