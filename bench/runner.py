@@ -25,6 +25,7 @@ from bench.io import FolderBusy, FolderLock, config_hash, file_sha256
 from bench.method import Method, MethodContext, MethodSpec, make_context
 from bench.options import OptionError
 from bench.planning import RunConfig, RunError, plan_jobs
+from bench.progress import evaluation_progress, trained_line, training_progress
 from bench.runstore import RunStore, now, write_summary
 
 
@@ -317,7 +318,8 @@ class Runner:
                     model += f" | masks of {job.mask_source}: {trained[job.mask_source].get('model')}"
                 if store.claim_label(job.label, model):
                     self.console.print(f"[yellow]{job.label}: rows of another model were discarded and recomputed")
-                evaluator.evaluate(job, methods[name], splits, device)
+                with evaluation_progress(self.console, job.label, show=dist.main):
+                    evaluator.evaluate(job, methods[name], splits, device)
                 store.set_status("methods", job.label, status="evaluated", spec=_spec_facts(job.spec))
             except (KeyboardInterrupt, OSError):
                 raise
@@ -395,7 +397,7 @@ class Runner:
 
         from bench.data.types import TrainData
         from bench.io import write_json
-        from bench.training import Budget, fit, load_checkpoint, save_checkpoint, state_digest
+        from bench.training import Budget, TrainingInterrupted, fit, load_checkpoint, save_checkpoint, state_digest
 
         cfg, name, steps = self.config, planned.spec.name, planned.ctx.total_steps
         key = config_hash(entry.key)
@@ -411,7 +413,7 @@ class Runner:
                     f"{name}: cached {entry.final} holds {saved.get('step')} steps, its key says {steps}; delete it"
                 )
             method.load_state_dict(saved["method"])
-            self.console.print(f"{name}: loaded cached checkpoint {entry.final}")
+            self.console.print(f"{name}: loaded cached checkpoint {entry.final}", highlight=False, soft_wrap=True)
             self._copy_losses(entry, store, name)
             sha = file_sha256(entry.final)
             store.set_status(
@@ -438,37 +440,27 @@ class Runner:
             rank=self.dist.rank,
             world=self.dist.world,
         )
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[loss]}"),
-            console=self.console,
-            disable=not self.dist.main,
-        ) as bar:
-            task = bar.add_task(f"train {name}", total=steps, loss="")
-
-            def on_step(step: int, losses: dict[str, float]) -> None:
-                shown = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:3])
-                bar.update(task, completed=step, loss=shown)
-
-            budget = Budget(steps, cfg.time_budget)
-            with FolderLock(entry.folder, "checkpoint folder") if self.dist.main else nullcontext():
-                result = fit(
-                    method,
-                    data,
-                    budget,
-                    entry.folder,
-                    on_step=on_step,
-                    dist=self.dist,
-                    stamp=key,
-                    precision=cfg.precision,
-                )
+        budget = Budget(steps, cfg.time_budget)
+        try:
+            with training_progress(self.console, name, steps, show=self.dist.main) as progress:
+                with FolderLock(entry.folder, "checkpoint folder") if self.dist.main else nullcontext():
+                    result = fit(
+                        method,
+                        data,
+                        budget,
+                        entry.folder,
+                        on_start=progress.begin,
+                        on_step=progress.step,
+                        dist=self.dist,
+                        stamp=key,
+                        precision=cfg.precision,
+                    )
+        except TrainingInterrupted as stop:  # after the bar is gone, so the line stands on its own
+            if self.dist.main:
+                self.console.print(f"{name}: {stop}", highlight=False, soft_wrap=True)
+            raise
         if result.resumed_from and self.dist.main:
-            self.console.print(f"{name}: resumed training from step {result.resumed_from}")
+            self.console.print(f"{name}: resumed training from step {result.resumed_from}", soft_wrap=True)
         path = entry.last
         if result.finished:
             path = entry.final
@@ -481,6 +473,8 @@ class Runner:
                 "not cached as finished (run again without --time-budget to finish it)"
             )
         if self.dist.main:
+            stored = path if path.exists() else None
+            self.console.print(trained_line(name, result, stored), highlight=False, soft_wrap=True)
             self._copy_losses(entry, store, name)
         store.set_status(
             "training",

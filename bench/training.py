@@ -34,6 +34,21 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during :func:`fit`. Still a KeyboardInterrupt (the run ends as interrupted), and it
+    says what a user restarting wants to know: the step it stopped at and the step the next run resumes
+    from, that of the last checkpoint written (0 when none was)."""
+
+    def __init__(self, step: int, checkpoint: int) -> None:
+        self.step, self.checkpoint = step, checkpoint
+        resume = (
+            f"resumes from step {checkpoint} (last checkpoint)"
+            if checkpoint
+            else "starts again from step 0 (no checkpoint was written yet)"
+        )
+        super().__init__(f"stopped at step {step}; the same command {resume}")
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -220,6 +235,7 @@ def fit(
     workdir: Path,
     *,
     checkpoint_every: int = 50,
+    on_start: Callable[[int], None] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     dist: Dist | None = None,
     stamp: str = "",
@@ -232,6 +248,9 @@ def fit(
     that was never killed (on CPU; GPU kernels may not be deterministic). The caller stores the final
     model only when :attr:`FitResult.finished`. ``stamp`` (the cache key's hash) is written into ``last.pt`` and
     must match on resume: a checkpoint copied in from another configuration is refused, not continued.
+    ``on_start(step)`` is called once the setup is done, with the step the loop starts (or resumes) at, so a
+    progress report times the steps alone; ``on_step(step, losses)`` after each step. Ctrl-C or SIGTERM in the
+    loop raises :class:`TrainingInterrupted` (the step reached, the last checkpoint's).
     ``precision="bf16"`` runs each step under bf16 autocast (bench.acceleration).
 
     Under ``torchrun`` (``dist.world > 1``) every rank runs this loop on its share of each batch; the
@@ -262,37 +281,46 @@ def fit(
         optimizers = [p for p in method.parts().values() if isinstance(p, torch.optim.Optimizer)]
         average_gradients(optimizers, dist.world)
 
+    saved = start  # the step in last.pt: where the next run resumes
+
     def checkpoint(step: int) -> None:
+        nonlocal saved
         history.flush()
         if dist.main:
             state = {"step": step, "key": stamp, "method": method.state_dict(), "random": random_state(data)}
             save_checkpoint(last, state)
+        saved = step
 
+    if on_start is not None:
+        on_start(start)
     t0 = time.perf_counter()
     losses: dict[str, float] = {}
     step = start
     stopped_by_time = False
-    while step < budget.steps:
-        if dist.any(budget.seconds is not None and time.perf_counter() - t0 > budget.seconds):
-            stopped_by_time = True
-            break
-        with autocast(method.ctx.device, precision):
-            losses = dist.mean(method.train_step(step))
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
-            key, value = next(iter(bad.items()))
-            kept = f"last good checkpoint kept at {last}" if last.exists() else "no checkpoint was written yet"
-            raise TrainingDiverged(
-                f"{name}: loss '{key}' became {value} at step {step}; {kept}. "
-                "Lower the learning rate (--opt lr=...) or the batch size and run again to resume."
-            )
-        step += 1
-        history.append(step, losses)
-        if on_step is not None:
-            on_step(step, losses)
-        if step % checkpoint_every == 0 or step == budget.steps:
+    try:
+        while step < budget.steps:
+            if dist.any(budget.seconds is not None and time.perf_counter() - t0 > budget.seconds):
+                stopped_by_time = True
+                break
+            with autocast(method.ctx.device, precision):
+                losses = dist.mean(method.train_step(step))
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                key, value = next(iter(bad.items()))
+                kept = f"last good checkpoint kept at {last}" if last.exists() else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"{name}: loss '{key}' became {value} at step {step}; {kept}. "
+                    "Lower the learning rate (--opt lr=...) or the batch size and run again to resume."
+                )
+            step += 1
+            history.append(step, losses)
+            if on_step is not None:
+                on_step(step, losses)
+            if step % checkpoint_every == 0 or step == budget.steps:
+                checkpoint(step)
+        if stopped_by_time and step > start:
             checkpoint(step)
-    if stopped_by_time and step > start:
-        checkpoint(step)
+    except KeyboardInterrupt as exc:
+        raise TrainingInterrupted(step, saved) from exc
     history.flush()
     return FitResult(step, budget.steps, time.perf_counter() - t0, start, stopped_by_time, losses)

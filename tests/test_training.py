@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.method import Method, MethodContext, Restoration
-from bench.training import Budget, TrainingDiverged, fit, load_checkpoint, seed_everything
+from bench.training import Budget, TrainingDiverged, TrainingInterrupted, fit, load_checkpoint, seed_everything
 
 
 class Tiny(Method):
@@ -72,8 +72,9 @@ def test_kill_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, make
         return method, result
 
     whole, whole_result = train(tmp_path / "a")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted) as stop:  # a KeyboardInterrupt that says where the rerun resumes
         train(tmp_path / "b", kill_at=25)  # killed after the checkpoint of step 20
+    assert str(stop.value) == "stopped at step 25; the same command resumes from step 20 (last checkpoint)"
     resumed, result = train(tmp_path / "b")  # a new process: fresh objects, fresh data sampler, reseeded
     assert result.resumed_from == 20 and resumed.steps_run == list(range(20, 30))
     assert torch.equal(resumed.w, whole.w)
@@ -82,6 +83,22 @@ def test_kill_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, make
     curve = [json.loads(line) for line in (tmp_path / "b" / "losses.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == list(range(1, 31))
     assert (tmp_path / "b" / "losses.jsonl").read_text() == (tmp_path / "a" / "losses.jsonl").read_text()
+
+
+def test_an_interrupt_names_the_checkpoint_the_rerun_resumes_from(tmp_path, make_train_data, make_context):
+    data = make_train_data()
+    with pytest.raises(TrainingInterrupted) as before:  # before the first checkpoint: nothing to resume from
+        fit(Tiny(make_context(Method), kill_at=7), data, Budget(steps=30), tmp_path, checkpoint_every=10)
+    assert (before.value.step, before.value.checkpoint) == (7, 0) and not (tmp_path / "last.pt").exists()
+    assert (
+        str(before.value)
+        == "stopped at step 7; the same command starts again from step 0 (no checkpoint was written yet)"
+    )
+    fit(Tiny(make_context(Method)), data, Budget(steps=10), tmp_path, checkpoint_every=10)
+    with pytest.raises(TrainingInterrupted) as resumed:  # resumed at 10, stopped before its next checkpoint
+        fit(Tiny(make_context(Method), kill_at=13), data, Budget(steps=30), tmp_path, checkpoint_every=10)
+    assert (resumed.value.step, resumed.value.checkpoint) == (13, 10)
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
 
 
 def test_nan_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path, make_train_data, make_context):
