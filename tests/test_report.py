@@ -272,9 +272,14 @@ def test_tables_export_as_booktabs_latex_and_markdown(two_seeds, tmp_path):
     rows = _latex_rows(tex)
     assert len(rows) == len(LABELS) and all(r.count("&") + 1 == columns for r in rows)
     assert "telea@gt" in tex and "tinyfill@gt" in tex and "\\pm" in tex and "\\textbf{" in tex
+    assert rows[-1].startswith("identity (input) & own &")  # the input is the last row, marked
+    caption = tex.split("\\caption{")[1].split("}\n")[0]
+    assert "mean $\\pm$ standard deviation over images" in caption and "(input): the occluded input itself" in caption
     md = (tables / "table3.md").read_text().splitlines()
+    assert "mean ± standard deviation over images" in md[0]
     table = [line for line in md if line.startswith("|")]
     assert len(table) == 2 + len(LABELS) and len({line.count(" | ") for line in table}) <= 2
+    assert table[-1].startswith("| identity (input) | own |")
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed (Debian texlive-latex-base, texlive-latex-recommended)")
     doc = tmp_path / "doc.tex"
@@ -322,6 +327,10 @@ def test_report_renders_charts_in_headless_chromium(two_seeds, tmp_path):
     html = two_seeds["runs"][0] / "report.html"
     dom, pixels = render_in_chromium(html, tmp_path, "1200,4000")
     assert dom.count("<svg") >= 4 and "Paired differences" in dom
+    table3 = dom.split(">Table III: synthetic paired occlusions</h3>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr( class=\"input\")?><td class=\"l\">([^<]+)", table3)
+    assert rows[-1] == (' class="input"', "identity ") and sum(bool(c) for c, _ in rows) == 1  # the input, last
+    assert "standard deviation over the n images" in dom.split(">Table III")[1].split("<table")[0]
     assert (pixels.sum(axis=2) < 600).mean() > 0.03  # text, tables and images, not a blank page
     blue = np.abs(pixels - np.array([31, 119, 180])).sum(axis=2) < 30  # matplotlib's first colour: charts drawn
     assert blue.sum() > 200
@@ -341,3 +350,49 @@ def test_fig7_block_sets_mask_free_trained_methods_beside_the_input(two_seeds, t
     assert "tinymask" in block and "identity (input, reference)" in block
     assert "clean pixels marked occluded" in block and "synthetic mask IoU" in block
     assert block.count('class="mask"') >= 2 * 8  # predicted masks under the outputs, natural and synthetic
+    assert "clean pixels marked occluded (%)" in block
+
+
+def test_shares_of_pixels_are_percentages(two_seeds):
+    run = two_seeds["runs"][0]
+    clean = (run / "report.html").read_text().split("<h3>Faces without occlusion")[1].split("</table>")[0]
+    assert "<th>pixels marked occluded (%)</th>" in clean
+    share = json.loads((run / "results.json").read_text())["methods"]["tinymask"]["splits"]["test_clean"]
+    share = share["metrics"]["occluded_fraction"]
+    assert 0 < share["mean"] < 1
+    row = clean.split('<tr><td class="l">tinymask</td>')[1].split("</tr>")[0]
+    assert f"<td>{100 * share['mean']:.2f} ± {100 * share['std']:.2f}</td>" in row
+
+
+def _grid_row(html: str, split_title: str, note: str) -> list[bytes]:
+    """The PNGs of one row of masks of an examples grid, found by the note heading the row."""
+    import base64
+
+    section = html.split(f"<h3>Examples: {split_title}")[1].split("</table>")[0]
+    row = section.split(f'<span class="note">{note}</span></th>')[1].split("</tr>")[0]
+    return [base64.b64decode(uri) for uri in re.findall(r'src="data:image/png;base64,([^"]+)"', row)]
+
+
+def test_grids_show_the_mask_each_mask_fed_label_was_fed(two_seeds):
+    """Under ``tinyfill@tinymask`` the mask it was fed: tinymask's saved prediction binarised at the run's
+    threshold, as evaluation builds it; under ``@gt`` labels the true mask; one column per sample."""
+    import cv2
+
+    from bench.evaluation import binarise
+    from bench.io import read_png
+
+    run = two_seeds["runs"][0]
+    html = (run / "report.html").read_text()
+    samples = sorted(p.stem for p in (run / "inputs" / "test_paired" / "input").glob("*.png"))[:8]
+    threshold = json.loads((run / "manifest.json").read_text())["config"]["mask_threshold"]
+    fed = _grid_row(html, "synthetic paired occlusions", f"fed: tinymask&#39;s mask binarised at {threshold:g}")
+    assert len(fed) == len(samples) == 8
+    for png, sid in zip(fed, samples, strict=True):
+        shown = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        predicted = read_png(run / "predictions" / "tinymask" / "test_paired" / "masks" / f"{sid}.png")
+        assert np.array_equal(shown, binarise(predicted, threshold) * 255)
+        assert 0 < shown.mean() < 255  # a real mask, neither empty nor full
+    true = _grid_row(html, "synthetic paired occlusions", "fed: true mask")
+    assert true == [(run / "inputs" / "test_paired" / "mask" / f"{sid}.png").read_bytes() for sid in samples]
+    clean = _grid_row(html, "faces without occlusion", "fed: true mask")  # no occlusion: an empty mask, as fed
+    assert len(clean) == 8 and all(cv2.imdecode(np.frombuffer(p, np.uint8), 0).max() == 0 for p in clean)

@@ -36,14 +36,19 @@ _RC = {
 
 
 @contextmanager
-def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> Iterator[tuple[Any, Any]]:
+def _canvas(width: float, height: float) -> Iterator[Any]:
+    """An empty figure (constrained layout) under the report's style."""
     import matplotlib
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-        yield fig, axes
+        yield Figure(figsize=(width, height), layout="constrained")
+
+
+@contextmanager
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> Iterator[tuple[Any, Any]]:
+    with _canvas(width, height) as fig:
+        yield fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
 def _svg(fig, name: str) -> str:
@@ -97,7 +102,14 @@ def by_group(
             if reference is not None:
                 values = [means.get((g, reference), np.nan) for g in groups]
                 axis.plot(
-                    values, y, "|", color="black", markersize=14, markeredgewidth=2, zorder=3, label="input (reference)"
+                    values,
+                    y,
+                    "|",
+                    color="black",
+                    markersize=14,
+                    markeredgewidth=2,
+                    zorder=3,
+                    label=f"input ({reference})",
                 )
             axis.set_xlabel(unit + " (higher is better)")
         counts = part.groupby(key)["sample"].nunique()
@@ -127,7 +139,7 @@ def by_area(df, labels: list[str], reference: str | None, bins: list[str]) -> st
                     continue
                 values = [means.get((b, label), np.nan) for b in bins]
                 if label == reference:
-                    axis.plot(x, values, label="input (reference)", zorder=3, **REFERENCE_STYLE)
+                    axis.plot(x, values, label=f"input ({reference})", zorder=3, **REFERENCE_STYLE)
                 else:
                     axis.plot(x, values, "o-", color=palette[label], markersize=3.5, label=label)
             axis.set_xticks(x, bins)
@@ -168,33 +180,43 @@ def _smooth(values: np.ndarray) -> np.ndarray:
     return np.convolve(values, kernel, mode="valid")
 
 
+TERM_COLUMNS = 5  # loss panels per row
+LOG_SPAN = 100.0  # a positive term whose running mean spans more than this factor gets a log axis
+
+
 def training_losses(curves: dict[str, list[dict[str, float]]]) -> str | None:
-    """One panel per trained method: each loss term against the step (running mean over 1/40 of the run)."""
+    """Small multiples: per trained method a block of panels, one per loss term (its own y scale, the step axis
+    shared), each the running mean over 1/40 of the run, so no term hides behind another's scale."""
     curves = {name: rows for name, rows in curves.items() if rows}
     if not curves:
         return None
-    ncols = min(3, len(curves))
-    nrows = math.ceil(len(curves) / ncols)
-    rows_of_terms = max(math.ceil((len(rows[0]) - 1) / 3) for rows in curves.values())
-    with _figure(10, (2.6 + 0.16 * rows_of_terms) * nrows, ncols=ncols, nrows=nrows) as (fig, ax):
-        for k, (name, rows) in enumerate(curves.items()):
-            axis = ax[k // ncols, k % ncols]
+    terms = {name: list(dict.fromkeys(k for r in rows for k in r if k != "step")) for name, rows in curves.items()}
+    shape = {name: (math.ceil(len(t) / TERM_COLUMNS), min(TERM_COLUMNS, len(t))) for name, t in terms.items()}
+    heights = [0.45 + 1.55 * nrows for nrows, _ in shape.values()]
+    with _canvas(10, sum(heights) + 0.4) as fig:
+        blocks = fig.subfigures(len(curves), 1, height_ratios=heights, squeeze=False)[:, 0]
+        for block, (name, rows) in zip(blocks, curves.items(), strict=True):
+            nrows, ncols = shape[name]
+            ax = block.subplots(nrows, TERM_COLUMNS, sharex=True, squeeze=False)
             steps = np.array([r["step"] for r in rows], dtype=float)
-            terms = [key for key in rows[0] if key != "step"]
-            positive = True
-            for term in terms:
+            for k, term in enumerate(terms[name]):
+                axis = ax[k // TERM_COLUMNS, k % TERM_COLUMNS]
                 values = np.array([r.get(term, np.nan) for r in rows], dtype=float)
                 smooth = _smooth(values)
-                axis.plot(steps[len(steps) - len(smooth) :], smooth, linewidth=1.2, label=term)
-                positive &= bool(np.nanmin(values) > 0) if np.isfinite(values).any() else True
-            axis.set_yscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1e-2}))
-            axis.set_title(name)
-            axis.set_xlabel("training step")
-            axis.set_ylabel("loss (log scale)" if positive else "loss (symlog scale)")
-            axis.legend(fontsize=7, frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
-        for k in range(len(curves), nrows * ncols):
-            ax[k // ncols, k % ncols].set_visible(False)
-        fig.suptitle("Training losses per method")
+                axis.plot(steps[len(steps) - len(smooth) :], smooth, linewidth=1.2, color="tab:blue")
+                shown = smooth[np.isfinite(smooth)]
+                if len(shown) and shown.min() > 0 and shown.max() > LOG_SPAN * shown.min():
+                    axis.set_yscale("log")
+                axis.set_title(term, fontsize=9)
+                axis.tick_params(labelsize=7)
+            for k in range(len(terms[name]), nrows * TERM_COLUMNS):
+                ax[k // TERM_COLUMNS, k % TERM_COLUMNS].set_visible(False)
+            for col in range(ncols):  # the lowest visible panel of each column carries the step axis
+                last = max(r for r in range(nrows) if r * TERM_COLUMNS + col < len(terms[name]))
+                ax[last, col].set_xlabel("training step", fontsize=8)
+                ax[last, col].xaxis.set_tick_params(labelbottom=True)
+            block.suptitle(f"{name}: loss terms per training step", fontsize=10)
+        fig.suptitle("Training losses (running mean)")
         return _svg(fig, "losses")
 
 
@@ -268,41 +290,41 @@ def cmc(identification: dict[str, Any] | None) -> str | None:
 
 
 def significance(panels: list[dict[str, Any]]) -> str | None:
-    """Critical-difference style chart: each method at its mean per-image rank (1 = best); a bar joins the
-    methods of one significance group (members marked by dots), so labels under no common bar differ."""
+    """Critical-difference style chart: one row per method (its name on the left, its group letters on the
+    right, both on the row of its dot at its mean per-image rank, 1 = best); under the rows a bar joins the
+    members of each group of more than one method, so methods under no common bar differ."""
     panels = [p for p in panels if p["ranks"]]
     if not panels:
         return None
+
+    def shared(letters: dict[str, str]) -> list[str]:
+        """Group letters held by more than one method: those get a bar."""
+        return [g for g in sorted(set("".join(letters.values()))) if sum(g in v for v in letters.values()) > 1]
+
     ncols = min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    tallest = max(len(p["ranks"]) + 0.5 * len(set("".join(p["letters"].values()))) for p in panels)
-    with _figure(10, nrows * (1.3 + 0.26 * tallest), ncols=ncols, nrows=nrows) as (fig, ax):
+    tallest = max(len(p["ranks"]) + 0.5 * len(shared(p["letters"])) for p in panels)
+    with _figure(10, nrows * (1.1 + 0.3 * tallest), ncols=ncols, nrows=nrows) as (fig, ax):
         for k, panel in enumerate(panels):
             axis = ax[k // ncols, k % ncols]
             ranks, letters = panel["ranks"], panel["letters"]
             order = sorted(ranks, key=ranks.get)
-            middle = (len(order) + 1) / 2
-            axis.plot([ranks[label] for label in order], np.arange(len(order)), "o", color="black", markersize=4)
-            for i, label in enumerate(order):
-                left = ranks[label] > middle  # labels point to the middle, so none leaves the axes
-                axis.annotate(
-                    f"{label} [{letters.get(label, '')}]",
-                    (ranks[label], i),
-                    xytext=(-6 if left else 6, 0),
-                    textcoords="offset points",
-                    ha="right" if left else "left",
-                    va="center",
-                    fontsize=8,
-                )
-            for g, letter in enumerate(sorted(set("".join(letters.values())))):
+            rows = np.arange(len(order))
+            axis.plot([ranks[label] for label in order], rows, "o", color="black", markersize=4)
+            axis.set_yticks(rows, order)
+            right = axis.secondary_yaxis("right")
+            right.set_yticks(rows, [letters.get(label, "") for label in order])
+            right.tick_params(length=0)
+            right.set_ylabel("group")
+            for g, letter in enumerate(shared(letters)):
                 xs = [ranks[label] for label in order if letter in letters.get(label, "")]
-                level = len(order) + 0.2 + 0.5 * g
+                level = len(order) - 0.4 + 0.5 * g
                 axis.plot([min(xs), max(xs)], [level, level], color="tab:blue", linewidth=3, solid_capstyle="round")
                 axis.plot(xs, [level] * len(xs), "o", color="tab:blue", markersize=3)
-                axis.annotate(letter, (min(xs), level), xytext=(-10, 0), textcoords="offset points", va="center")
-            axis.set_yticks([])
-            axis.invert_yaxis()
+                axis.annotate(letter, (max(xs), level), xytext=(8, 0), textcoords="offset points", va="center")
+            axis.set_ylim(len(order) - 0.6 + 0.5 * len(shared(letters)), -0.6)  # inverted: the best rank on top
             axis.set_xlim(0.5, len(order) + 0.5)
+            axis.grid(axis="y", alpha=0)
             axis.set_xlabel(f"mean rank over {panel['n']} images (1 = best {panel['unit']})")
             axis.set_title(panel["title"])
         for k in range(len(panels), nrows * ncols):

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.evaluation import binarise
 from bench.io import png_data_uri, read_json, read_png
+from bench.planning import ORACLE, RunConfig
 from bench.report import charts, paired
 from bench.runstore import RunStore, summarize
 
@@ -24,7 +26,13 @@ SPLIT_TITLES = {
 }
 QUALITY = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
 MASKS = [("mask_iou", "mask IoU", 3), ("mask_f1", "mask F1", 3)]
+PERCENT = {"occluded_fraction", "out_of_range"}  # shares of pixels, shown as percentages
 REFERENCE_CHECK = 8  # samples compared to decide that a label returns its input
+
+
+def shown(metric: str, value: float | None) -> float | None:
+    """A metric's value as the report shows it: shares of pixels in percent."""
+    return None if value is None else value * (100.0 if metric in PERCENT else 1.0)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -45,43 +53,66 @@ def summary_value(summary, label: str, split: str, column: str) -> float | None:
     return _number(row[column].iloc[0]) if len(row) else None
 
 
-def table(summary, split: str, columns: list[tuple[str, str, int]], reported: dict[str, dict], letters=None) -> dict:
-    """Rows of ``summary`` for ``split``: mean ± std per column as text and as numbers, the paper's numbers
-    (once per method) and the significance letters of each compared metric."""
+def table(
+    summary,
+    split: str,
+    columns: list[tuple[str, str, int]],
+    reported: dict[str, dict],
+    letters=None,
+    reference: str | None = None,
+) -> dict:
+    """Rows of ``summary`` for ``split``: mean ± std per column as text and as numbers (shares of pixels in
+    percent), the paper's numbers (once per method) and the significance letters of each compared metric.
+    The reference label (the input) is the last row, marked ``input``; columns no row has a value in are left
+    out, and so are rows without any value (e.g. mask scores of a method that predicts no mask)."""
     rows, seen = [], set()
     part = summary[summary["split"] == split] if not summary.empty else summary
     for _, r in part.iterrows():
         r = r.to_dict()
-        values = [(_number(r.get(f"{c}_mean")), _number(r.get(f"{c}_std")) or 0.0) for c, _, _ in columns]
+        values = [
+            (shown(c, _number(r.get(f"{c}_mean"))), shown(c, _number(r.get(f"{c}_std")) or 0.0)) for c, _, _ in columns
+        ]
         if all(mean is None for mean, _ in values):
-            continue  # e.g. mask scores of a method that predicts no mask
+            continue
         paper = reported.get(r["method"], {}) if r["method"] not in seen else {}
         seen.add(r["method"])
         rows.append(
             {
                 "label": r["label"],
+                "input": r["label"] == reference,
                 "method": r["method"],
                 "mask": r["mask_source"],
                 "n": int(r["n"]),
                 "values": values,
-                "cells": [
-                    "–" if m is None else f"{m:.{d}f} ± {s:.{d}f}"
-                    for (m, s), (_, _, d) in zip(values, columns, strict=True)
-                ],
                 "paper": [_number(paper.get(c)) for c, _, _ in columns],
-                "paper_cells": [fmt(paper.get(c), d) if c in paper else "" for c, _, d in columns],
                 "groups": {m: g["letters"].get(r["label"], "") for m, g in (letters or {}).items()},
             }
         )
+    rows.sort(key=lambda row: row["input"])  # stable: the input last, the others in label order
+    keep = [i for i in range(len(columns)) if any(row["values"][i][0] is not None for row in rows)]
+    columns = [columns[i] for i in keep]
+    for row in rows:
+        row["values"] = [row["values"][i] for i in keep]
+        row["paper"] = [row["paper"][i] for i in keep]
+        row["cells"] = [
+            "–" if m is None else f"{m:.{d}f} ± {s:.{d}f}"
+            for (m, s), (_, _, d) in zip(row["values"], columns, strict=True)
+        ]
+        row["paper_cells"] = [
+            "" if v is None else fmt(v, d) for v, (_, _, d) in zip(row["paper"], columns, strict=True)
+        ]
     return {"headers": [h for _, h, _ in columns], "columns": columns, "rows": rows, "grouped": list(letters or {})}
 
 
-def _breakdown(df, key: str, metric: str = "psnr", splits: tuple[str, ...] = ("test_paired",)) -> dict:
-    """Mean ``metric`` on ``splits``: one row per ``key`` value, one column per label."""
+def _breakdown(
+    df, key: str, metric: str = "psnr", splits: tuple[str, ...] = ("test_paired",), reference: str | None = None
+) -> dict:
+    """Mean ``metric`` on ``splits``: one row per ``key`` value, one column per label (the input's last)."""
     part = df[df["split"].isin(splits) & np.isfinite(df[metric])] if metric in df else df.iloc[0:0]
     if part.empty:
         return {"columns": [], "rows": []}
     means = part.pivot_table(index=key, columns="label", values=metric, aggfunc="mean")
+    means = means[sorted(means.columns, key=lambda label: label == reference)]
     counts = part.groupby(key)["sample"].nunique()
     lo, hi = float(means.min().min()), float(means.max().max())
     rows = []
@@ -92,35 +123,70 @@ def _breakdown(df, key: str, metric: str = "psnr", splits: tuple[str, ...] = ("t
             width = 0 if math.isnan(v) or hi == lo else 100 * (v - lo) / (hi - lo)
             cells.append({"text": fmt(v, 2), "width": round(width)})
         rows.append({"label": f"{value} (n={counts[value]})", "cells": cells})
-    return {"columns": [str(c) for c in means.columns], "rows": rows}
+    return {"columns": [f"{c} (input)" if c == reference else str(c) for c in means.columns], "rows": rows}
 
 
-def _cell(store: RunStore, label: str | None, split: str, sid: str) -> dict[str, Any]:
-    if label is None:
-        return {
-            "img": png_data_uri(store.input_path(split, "input", sid)),
-            "mask": png_data_uri(store.input_path(split, "mask", sid)),
-        }
-    return {
-        "img": png_data_uri(store.prediction_path(label, split, sid)),
-        "mask": png_data_uri(store.prediction_path(label, split, sid, mask=True)),
-    }
+def _png_uri(image: np.ndarray) -> str:
+    import base64
+
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise OSError("could not encode a mask for the report")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def grid(store: RunStore, df, split: str, labels: list[str], examples: int) -> dict:
-    """Input, each label's output (with its predicted mask) and the ground truth for the first samples."""
-    samples = sorted(df[df["split"] == split]["sample"].unique())[:examples] if not df.empty else []
+def fed_mask(store: RunStore, source: str, split: str, sid: str, threshold: float) -> str | None:
+    """The mask a mask-fed label was given for one sample, as ``Evaluator.masks_for`` builds it (the true mask,
+    none on clean faces, or the source's saved prediction binarised at ``threshold``), as a data URI; None when
+    the run folder does not hold what it was built from."""
+    if source == ORACLE:
+        if split == "test_clean":
+            shape = read_png(store.input_path(split, "input", sid)).shape[:2]
+            return _png_uri(np.zeros(shape, np.uint8))
+        return png_data_uri(store.input_path(split, "mask", sid))  # stored as 0/255, exactly the mask fed
+    path = store.prediction_path(source, split, sid, mask=True)
+    return _png_uri(binarise(read_png(path), threshold) * 255) if path.exists() else None
+
+
+def grid(
+    store: RunStore,
+    df,
+    split: str,
+    labels: list[str],
+    examples: int,
+    reference: str | None,
+    threshold: float,
+) -> dict:
+    """One column per sample (the first ``examples``), one row per image kind: the input and its true mask,
+    each label's output with the mask it predicted or was fed beneath it, and the ground truth. A row of
+    masks is left out where no sample has one."""
+    part = df[df["split"] == split] if not df.empty else df
+    samples = sorted(part["sample"].unique())[:examples] if not part.empty else []
     if not samples or not labels:
-        return {"columns": [], "rows": []}
-    has_gt = (store.root / "inputs" / split / "gt").exists()
-    columns = ["input", *labels] + (["ground truth"] if has_gt else [])
-    rows = []
-    for sid in samples:
-        cells = [_cell(store, None, split, sid)] + [_cell(store, label, split, sid) for label in labels]
-        if has_gt:
-            cells.append({"img": png_data_uri(store.input_path(split, "gt", sid)), "mask": None})
-        rows.append({"sample": sid, "cells": cells})
-    return {"columns": columns, "rows": rows}
+        return {"samples": [], "headers": [], "rows": []}
+    sources = part.groupby("label")["mask_source"].first().to_dict()
+
+    def row(label: str, note: str, kind: str, cells: list[str | None]) -> list[dict]:
+        return [{"label": label, "note": note, "kind": kind, "cells": cells}] if any(cells) else []
+
+    rows = row("input", "", "image", [png_data_uri(store.input_path(split, "input", s)) for s in samples])
+    rows += row("", "true mask", "mask", [png_data_uri(store.input_path(split, "mask", s)) for s in samples])
+    for label in labels:
+        name = f"{label} (input)" if label == reference else label
+        rows += row(name, "", "image", [png_data_uri(store.prediction_path(label, split, s)) for s in samples])
+        source = sources.get(label, "own")
+        if source != "own":
+            note = "fed: true mask" if source == ORACLE else f"fed: {source}'s mask binarised at {threshold:g}"
+            rows += row("", note, "mask", [fed_mask(store, source, split, s, threshold) for s in samples])
+        else:
+            masks = [png_data_uri(store.prediction_path(label, split, s, mask=True)) for s in samples]
+            rows += row("", "predicted mask", "mask", masks)
+    rows += row("ground truth", "", "image", [png_data_uri(store.input_path(split, "gt", s)) for s in samples])
+    families = part.groupby("sample")["family"].first().to_dict() if "family" in part else {}
+    headers = [(families.get(s) or str(k)).split("/")[-1] for k, s in enumerate(samples, 1)]  # natural/x: x
+    return {"samples": samples, "headers": headers, "rows": rows}
 
 
 def reference_label(store: RunStore, df, specs: dict[str, dict], trainable: dict[str, bool]) -> str | None:
@@ -160,14 +226,19 @@ def _training_curves(store: RunStore, names: list[str]) -> dict[str, list[dict[s
     return curves
 
 
-def fig7(store: RunStore, df, summary, methods: list[str], reference: str | None, examples: int) -> dict | None:
+def fig7(
+    store: RunStore, df, summary, methods: list[str], reference: str | None, examples: int, threshold: float
+) -> dict | None:
     """The paper's unpaired comparison (Fig. 7): mask-free trained methods side by side on natural and
     synthetic occlusions, their predicted masks, and one table of what they do to paired, natural and clean
     faces (Fig. 9)."""
     if not methods:
         return None
     splits = [s for s in ("test_natural", "test_paired") if not df.empty and (df["split"] == s).any()]
-    grids = [{"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, methods, examples)} for s in splits]
+    grids = [
+        {"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, methods, examples, reference, threshold)}
+        for s in splits
+    ]
 
     columns = []
     for split in splits:
@@ -175,11 +246,14 @@ def fig7(store: RunStore, df, summary, methods: list[str], reference: str | None
         columns += [(split, m, f"{name} {h}", d) for m, h, d in QUALITY + [("region_psnr", "occl. PSNR", 2)] + MASKS]
     columns += [
         ("test_clean", "psnr", "clean-face PSNR (dB)", 2),
-        ("test_clean", "occluded_fraction", "clean pixels marked occluded", 4),
+        ("test_clean", "occluded_fraction", "clean pixels marked occluded (%)", 2),
     ]
     rows = []
     for label in [*methods, *([reference] if reference else [])]:
-        cells = [fmt(summary_value(summary, label, split, f"{metric}_mean"), d) for split, metric, _, d in columns]
+        cells = [
+            fmt(shown(metric, summary_value(summary, label, split, f"{metric}_mean")), d)
+            for split, metric, _, d in columns
+        ]
         rows.append({"label": label + (" (input, reference)" if label == reference else ""), "cells": cells})
     keep = [i for i in range(len(columns)) if any(r["cells"][i] != "–" for r in rows)]
     return {
@@ -255,12 +329,15 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     reported = {label.split("@")[0]: spec.get("reported", {}) for label, spec in specs.items()}
     labels = store.labels()
     compared = paired.comparisons(df)
+    reference = reference_label(store, df, specs, trainable)
+    threshold = float(manifest.get("config", {}).get("mask_threshold", RunConfig.mask_threshold))
     table3 = table(
         summary,
         "test_paired",
         QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)],
         reported,
         compared.get("test_paired"),
+        reference,
     )
     variant_of = {label.split("@")[0]: spec.get("variant_of", "") for label, spec in specs.items()}
     ablations = []
@@ -271,8 +348,7 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     out_of_range = {}
     if "out_of_range" in df:
         means = df.groupby("label")["out_of_range"].mean()
-        out_of_range = {label: float(v) for label, v in means.items() if v > 0}
-    reference = reference_label(store, df, specs, trainable)
+        out_of_range = {label: shown("out_of_range", float(v)) for label, v in means.items() if v > 0}
     mask_free = [label for label in labels if not specs.get(label, {}).get("needs_mask", True) and trainable[label]]
     study = read_json(store.root / "user_study" / "results.json")
     identification = read_json(store.root / "identification.json")
@@ -313,18 +389,27 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         ],
         "compared": compared,
         "out_of_range": out_of_range,
-        "natural": table(summary, "test_natural", QUALITY + MASKS, {}),
-        "clean": table(summary, "test_clean", QUALITY + [("occluded_fraction", "pixels marked occluded", 4)], {}),
+        "natural": table(summary, "test_natural", QUALITY + MASKS, {}, reference=reference),
+        "clean": table(
+            summary,
+            "test_clean",
+            QUALITY + [("occluded_fraction", "pixels marked occluded (%)", 2)],
+            {},
+            reference=reference,
+        ),
         "masks": table(summary, "test_paired", MASKS, {}),
-        "by_family": _breakdown(df, "family") if not df.empty else {"columns": [], "rows": []},
-        "by_area": _breakdown(df, "area_bin") if not df.empty else {"columns": [], "rows": []},
+        "by_family": _breakdown(df, "family", reference=reference) if not df.empty else {"columns": [], "rows": []},
+        "by_area": _breakdown(df, "area_bin", reference=reference) if not df.empty else {"columns": [], "rows": []},
         # paired and natural families side by side: a mask head that learned the synthetic pastes, not occluders,
         # scores high on the paired family and low on its natural twin
         "iou_by_family": _breakdown(df, "family", "mask_iou", ("test_paired", "test_natural"))
         if not df.empty
         else {"columns": [], "rows": []},
-        "fig7": fig7(store, df, summary, mask_free, reference, examples),
-        "grids": [{"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, labels, examples)} for s in SPLIT_TITLES],
+        "fig7": fig7(store, df, summary, mask_free, reference, examples, threshold),
+        "grids": [
+            {"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, labels, examples, reference, threshold)}
+            for s in SPLIT_TITLES
+        ],
         "charts": {name: svg for name, svg in figures.items() if svg},
         "study": study,
         "identification": identification,

@@ -51,8 +51,9 @@ def layout(columns: list[Column], rows: list[list[str]], width: int) -> tuple[li
     return keep, widths, dropped
 
 
-def print_table(console, title: str, columns: list[Column], rows: list[list[str]]) -> None:
-    """Print ``rows`` under ``title`` within ``console.width`` characters; name the columns left out."""
+def print_table(console, title: str, columns: list[Column], rows: list[list[str]], caption: str = "") -> None:
+    """Print ``rows`` under ``title`` within ``console.width`` characters, ``caption`` under it; name the
+    columns left out."""
     from rich import box
     from rich.table import Table
 
@@ -63,6 +64,8 @@ def print_table(console, title: str, columns: list[Column], rows: list[list[str]
     for r in rows:
         table.add_row(*(r[i] for i in keep))
     console.print(table)
+    if caption:
+        console.print(caption, highlight=False)
     if dropped:
         console.print(
             f"not shown at {console.width} columns: {', '.join(dropped)} (widen the terminal or use --json)",
@@ -78,34 +81,45 @@ def _paired(ctx: dict[str, Any], label: str, column: str) -> float | None:
 
 
 def print_run(console, ctx: dict[str, Any], report: Path) -> None:
-    """``bench run``'s last words: one line per label on the synthetic paired set, failures, the report's path."""
+    """``bench run``'s last words: one line per label on the synthetic paired set (the input last, marked),
+    what "±" and the groups mean, failures, the report's path."""
     letters = {m: c["letters"] for m, c in ctx["compared"].get("test_paired", {}).items()}
     columns = [
         Column("method", right=False),
         Column("PSNR (dB)", 9),
-        Column("± 95% CI", 3),
+        Column("± std", 3),
         Column("SSIM", 8),
         Column("mask IoU", 5),
-        Column("group PSNR / SSIM", 4, right=False),
+        *(Column(f"{m.upper()} group", 4, right=False) for m in letters),
         Column("note", 6, right=False),
     ]
     rows = []
-    for label in dict.fromkeys([*ctx["labels"], *ctx["failed"]]):
-        psnr, ci, ssim, iou = (_paired(ctx, label, c) for c in ("psnr_mean", "psnr_ci95", "ssim_mean", "mask_iou_mean"))
-        note = "failed" if label in ctx["failed"] else ("input (reference)" if label == ctx["reference"] else "")
+    labels = sorted(dict.fromkeys([*ctx["labels"], *ctx["failed"]]), key=lambda label: label == ctx["reference"])
+    for label in labels:
+        psnr, std, ssim, iou = (_paired(ctx, label, c) for c in ("psnr_mean", "psnr_std", "ssim_mean", "mask_iou_mean"))
+        note = "failed" if label in ctx["failed"] else ("input" if label == ctx["reference"] else "")
         rows.append(
             [
                 label,
                 "–" if psnr is None else f"{psnr:.2f}",
-                "" if ci is None or psnr is None else f"±{ci:.2f}",
+                "" if std is None or psnr is None else f"±{std:.2f}",
                 "–" if ssim is None else f"{ssim:.3f}",
                 "–" if iou is None else f"{iou:.3f}",
-                " / ".join(letters[m].get(label, "–") for m in letters),
+                *(letters[m].get(label, "–") for m in letters),
                 note,
             ]
         )
     status = ctx["manifest"].get("status", "?")
-    print_table(console, f"run {ctx['id']} ({status}), synthetic paired occlusions", columns, rows)
+    caption = "± is the standard deviation over images. "
+    if letters:
+        caption += "Methods sharing a group letter are not significantly different (paired Wilcoxon, Holm, 0.05). "
+    caption += (
+        "input: the occluded input itself, scored as it is."
+        if ctx["reference"]
+        else "No input row: no label returns its input."
+    )
+    title = f"run {ctx['id']} ({status}), synthetic paired occlusions"
+    print_table(console, title, columns, rows, caption)
     for label, error in ctx["failed"].items():
         console.print(f"failed: {label}: {error}", highlight=False)
     console.print(f"report: {report}", soft_wrap=True, highlight=False)
