@@ -43,8 +43,8 @@ class TeleaMethod(Method):
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        radius = ctx.config.radius
-        self.radius = radius if radius is not None else 3.0 * ctx.image_size / 128
+        self.cfg: TeleaOptions = ctx.config
+        self.radius = self.cfg.radius if self.cfg.radius is not None else 3.0 * ctx.image_size / 128
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
         holes = require_hole("telea", masks)[:, 0].byte().cpu().numpy()

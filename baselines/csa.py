@@ -325,27 +325,16 @@ class CSAMethod(Method):
     """Trains rough + refinement nets and both discriminators on paired batches with the true masks."""
 
     Options = CSAOptions
-    # standard: 1.27 s/step on this project's 2-core CPU at 64 px, ~25 min
+    # quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 150, "standard": 1_200, "paper": 100_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o: CSAOptions = ctx.config
-        self.ngf = o.ngf
-        self.ndf = o.ndf
-        self.batch_size = o.batch_size
-        self.lr = o.lr
-        self.beta1 = o.beta1
-        self.lambda_l1 = o.lambda_l1
-        self.gan_weight = o.gan_weight
-        self.consistency_weight = o.consistency_weight
-        self.threshold = o.threshold
-        self.n_layers_d = o.n_layers_d
-        self.vgg_weights = o.vgg_weights
-        self.consistency_layer = CONSISTENCY_LAYER[8 * self.ngf]
+        self.cfg: CSAOptions = ctx.config
+        self.consistency_layer = CONSISTENCY_LAYER[8 * self.cfg.ngf]
         device = ctx.device
-        self.rough = rough_unet(ctx.image_size, self.ngf).to(device)
-        self.refine = RefineUNet(ctx.image_size, self.ngf).to(device)
+        self.rough = rough_unet(ctx.image_size, self.cfg.ngf).to(device)
+        self.refine = RefineUNet(ctx.image_size, self.cfg.ngf).to(device)
         self.rough.apply(normal_init)
         self.refine.apply(normal_init)
         self.fill = (torch.tensor(FILL_RGB, device=device).view(1, 3, 1, 1)) * 2 - 1
@@ -354,32 +343,32 @@ class CSAMethod(Method):
         self.data = None
 
     def setup_training(self, data) -> None:
-        device = self.ctx.device
+        cfg, device = self.cfg, self.ctx.device
         self.data = data
-        self.d_image = patch_discriminator(3, self.ndf, self.n_layers_d, norm="instance_affine").to(device)
-        self.d_feature = feature_discriminator(256, 8 * self.ndf).to(device)
+        self.d_image = patch_discriminator(3, cfg.ndf, cfg.n_layers_d, norm="instance_affine").to(device)
+        self.d_feature = feature_discriminator(256, 8 * cfg.ndf).to(device)
         self.d_image.apply(normal_init)
         self.d_feature.apply(normal_init)
-        weights = find_vgg_weights(self.vgg_weights or None, self.ctx.weights_dir)
+        weights = find_vgg_weights(cfg.vgg_weights or None, self.ctx.weights_dir)
         self.vgg = VGGTaps(("relu3_3", self.consistency_layer), weights).to(device)
-        betas = (self.beta1, 0.999)
+        betas = (cfg.beta1, 0.999)
         g_params = list(self.rough.parameters()) + list(self.refine.parameters())
         d_params = list(self.d_image.parameters()) + list(self.d_feature.parameters())
-        self.opt_g = torch.optim.Adam(g_params, lr=self.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(d_params, lr=self.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=betas)
 
     def generate(self, masked01: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[0,1] image with hole, hole 1 = occluded -> (rough, refined), both [-1,1], full frames."""
         x = (masked01 * 2 - 1) * (1 - hole) + self.fill * hole
         rough = self.rough(x)
         pasted = rough.detach() * hole + x * (1 - hole)  # the official pastes P's output as data
-        refined = self.refine(torch.cat([pasted, x], 1), feature_hole(hole, CSA_LEVEL, self.threshold))
+        refined = self.refine(torch.cat([pasted, x], 1), feature_hole(hole, CSA_LEVEL, self.cfg.threshold))
         return rough, refined
 
     def consistency(self, target: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """MSE over the 1/8-grid hole between each CSA-level tap and the ground truth's VGG features."""
         taps = self.refine.csa_block.taps
-        fh = feature_hole(hole, CSA_LEVEL, self.threshold)
+        fh = feature_hole(hole, CSA_LEVEL, self.cfg.threshold)
         target = F.adaptive_avg_pool2d(target, fh.shape[-2:]) * fh
         return sum(F.mse_loss(t * fh, target) for t in taps)
 
@@ -387,7 +376,7 @@ class CSAMethod(Method):
         device = self.ctx.device
         self.rough.train()
         self.refine.train()
-        batch = self.data.paired(self.batch_size)
+        batch = self.data.paired(self.cfg.batch_size)
         gt01 = batch.clean.to(device)
         hole = (batch.mask.to(device) > 0.5).float()
         gt = gt01 * 2 - 1
@@ -408,7 +397,8 @@ class CSAMethod(Method):
         gan = ragan_ls(self.d_image(refined), real_img) + ragan_ls(self.d_feature(fake_relu3), real_feat)
         l1 = F.l1_loss(refined, gt) + F.l1_loss(rough, gt)
         cons = self.consistency(real_feats[self.consistency_layer], hole)
-        loss_g = self.lambda_l1 * l1 + self.gan_weight * gan + self.consistency_weight * cons
+        cfg = self.cfg
+        loss_g = cfg.lambda_l1 * l1 + cfg.gan_weight * gan + cfg.consistency_weight * cons
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -438,7 +428,7 @@ class CSAMethod(Method):
 
     def info(self) -> dict[str, Any]:
         return {
-            "ngf": self.ngf,
+            "ngf": self.cfg.ngf,
             "consistency_layer": self.consistency_layer,
             "vgg": self.vgg.source if self.vgg is not None else None,
         }

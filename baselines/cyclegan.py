@@ -29,7 +29,7 @@ Deviations, each an option recorded in the manifest:
 - no resize-and-crop (load 286, crop 256): the faces are aligned at the benchmark's size, as the authors' advice
   for 128 px faces (``--preprocess none``); the flip is kept.
 - the schedule is per step, not per epoch (the harness counts steps).
-- ``quick`` (CPU, 64 px): see ``QUICK`` for the widths, depth, batch and weights, and why.
+- ``quick`` (CPU, 64 px): see ``CycleGANOptions.profiles`` for the widths, depth, batch and weights, and why.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from bench.data.types import TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.gan import GANLoss, ImagePool, patch_discriminator
 from bench.nn.init import normal_init
+from bench.nn.schedules import set_lr
 from bench.nn.two_path import to_01, to_pm1
 from bench.options import Options, option
-from bench.training import set_lr
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -144,27 +144,25 @@ class CycleGANOptions(Options):
         0.5, "share of domain A that is natural occlusions; the rest are synthetic", min=0.0, max=1.0
     )
 
-
-# The CPU profile: 64 px, 300 steps, narrow nets (ngf = ndf = 16, 3 blocks), batch 4, lr 1e-3. Measured on the
-# embedded set (seed 0, 1 thread, 3.6 min): lr 2e-4 / 1e-3 give paired PSNR 17.01 / 17.34 dB, SSIM 0.400 / 0.515,
-# clean faces 18.9 / 19.6 dB; batch 1 at the official lr for 1200 steps (5.3 min) 17.09 dB, 0.430, 19.2 dB.
-# CycleGAN re-synthesises every pixel through its bottleneck (no path copies the input), so within minutes its
-# identity reconstruction stays near 20 dB: the quick profile shows the method's failure mode, not its best.
-QUICK: dict[str, Any] = dict(ngf=16, ndf=16, n_blocks=3, batch_size=4, lr=1e-3)
-CycleGANOptions.profiles = {"quick": QUICK}  # standard: the quick widths, ten times the steps
+    # quick, the CPU profile: 64 px, 300 steps, narrow nets (ngf = ndf = 16, 3 blocks), batch 4, lr 1e-3 (which
+    # beats the official lr and batch 1 at this budget; measured: docs/methods.md section 2). CycleGAN
+    # re-synthesises every pixel through its bottleneck (no path copies the input), so within minutes its identity
+    # reconstruction stays poor: the quick profile shows the method's failure mode, not its best.
+    # standard: the quick widths, ten times the steps.
+    profiles = {"quick": dict(ngf=16, ndf=16, n_blocks=3, batch_size=4, lr=1e-3)}
 
 
 class CycleGANMethod(Method):
     """Two generators and two PatchGAN critics trained on unpaired occluded / clean faces; restores with G_A."""
 
     Options = CycleGANOptions
-    # standard: 0.44 s/step on this project's 2-core CPU at 64 px, ~22 min
+    # quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 300, "standard": 3_000, "paper": 100_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o: CycleGANOptions = ctx.config
-        self.cfg = o
+        self.cfg: CycleGANOptions = ctx.config
+        o = self.cfg
         if ctx.image_size % 4:
             raise ValueError(f"cyclegan: the generator needs an image size divisible by 4, got {ctx.image_size}")
         self.n_blocks = o.n_blocks if o.n_blocks is not None else default_blocks(ctx.image_size)
@@ -177,19 +175,9 @@ class CycleGANMethod(Method):
         for net in (self.G_A, self.G_B, self.D_A, self.D_B):
             net.apply(normal_init)
         self.gan_loss = GANLoss(o.gan_mode)
-        # Each term's weight in the generator objective (official backward_G): the identity term of G_A compares
-        # with real B, so it carries lambda_B, and the other one lambda_A.
-        self.weights = {
-            "g_a": 1.0,
-            "g_b": 1.0,
-            "cycle_a": o.lambda_a,
-            "cycle_b": o.lambda_b,
-            "idt_a": o.lambda_b * o.lambda_identity,
-            "idt_b": o.lambda_a * o.lambda_identity,
-        }
         self.data: TrainData | None = None
-        self.opt_G: torch.optim.Adam | None = None
-        self.opt_D: torch.optim.Adam | None = None
+        self.opt_g: torch.optim.Adam | None = None
+        self.opt_d: torch.optim.Adam | None = None
         self.pool_A: ImagePool | None = None  # fakes of domain A (G_B's), for D_B
         self.pool_B: ImagePool | None = None  # fakes of domain B (G_A's), for D_A
 
@@ -198,9 +186,22 @@ class CycleGANMethod(Method):
         o = self.cfg
         self.data = data
         betas = (o.beta1, o.beta2)
-        self.opt_G = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), o.lr, betas)
-        self.opt_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), o.lr, betas)
+        self.opt_g = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), o.lr, betas)
+        self.opt_d = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), o.lr, betas)
         self.pool_A, self.pool_B = ImagePool(o.pool_size), ImagePool(o.pool_size)
+
+    def weights(self) -> dict[str, float]:
+        """Each term's weight in the generator objective (official backward_G): the identity term of G_A compares
+        with real B, so it carries lambda_B, and the other one lambda_A."""
+        o = self.cfg
+        return {
+            "g_a": 1.0,
+            "g_b": 1.0,
+            "cycle_a": o.lambda_a,
+            "cycle_b": o.lambda_b,
+            "idt_a": o.lambda_b * o.lambda_identity,
+            "idt_b": o.lambda_a * o.lambda_identity,
+        }
 
     def lr_factor(self, step: int) -> float:
         """The official ``lambda_rule`` per step: 1 for the first ``decay_start`` share of the steps, then linear
@@ -244,26 +245,27 @@ class CycleGANMethod(Method):
         return 0.5 * (self.gan_loss(critic(real), True) + self.gan_loss(critic(fake.detach()), False))
 
     def train_step(self, step: int) -> dict[str, float]:
-        if self.data is None or self.opt_G is None or self.opt_D is None:
+        if self.data is None or self.opt_g is None or self.opt_d is None:
             raise RuntimeError("cyclegan: call setup_training(data) before train_step")
-        set_lr(self.cfg.lr * self.lr_factor(step), self.opt_G, self.opt_D)
+        set_lr(self.cfg.lr * self.lr_factor(step), self.opt_g, self.opt_d)
         real_a, real_b = self._batch()
         critics = (self.D_A, self.D_B)
         for critic in critics:
             critic.requires_grad_(False)
         terms, fake_b, fake_a = self.generator_losses(real_a, real_b)
-        total = sum(self.weights[k] * v for k, v in terms.items())
-        self.opt_G.zero_grad(set_to_none=True)
+        weights = self.weights()
+        total = sum(weights[k] * v for k, v in terms.items())
+        self.opt_g.zero_grad(set_to_none=True)
         total.backward()
-        self.opt_G.step()
+        self.opt_g.step()
         for critic in critics:
             critic.requires_grad_(True)
-        self.opt_D.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
         d_a = self.critic_loss(self.D_A, real_b, self.pool_B.query(fake_b))
         d_a.backward()
         d_b = self.critic_loss(self.D_B, real_a, self.pool_A.query(fake_a))
         d_b.backward()
-        self.opt_D.step()
+        self.opt_d.step()
         losses = {k: v.item() for k, v in terms.items()}
         return {"g_total": total.item(), **losses, "d_a": d_a.item(), "d_b": d_b.item()}
 
@@ -274,8 +276,8 @@ class CycleGANMethod(Method):
             "G_B": self.G_B,
             "D_A": self.D_A,
             "D_B": self.D_B,
-            "opt_G": self.opt_G,
-            "opt_D": self.opt_D,
+            "opt_g": self.opt_g,
+            "opt_d": self.opt_d,
             "pool_A": self.pool_A,
             "pool_B": self.pool_B,
         }

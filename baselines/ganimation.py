@@ -6,7 +6,8 @@ docs/methods.md section 3.
 Generator: :class:`bench.nn.two_path.TwoPathGenerator` with a condition tiled over the image (StarGAN trunk,
 colour head C with tanh, attention head A with sigmoid; output ``A * x + (1 - A) * C``, A = 1 keeps the input
 pixel). Critic: the StarGAN/GANimation critic (stride-2 4x4 convs with LeakyReLU 0.01, no norm, down to a 2x2
-map; a 3x3 patch head and a condition-regression head), the same network as OA-GAN's, N(0, 0.02) init.
+map; a 3x3 patch head and a condition-regression head), the same network as OA-GAN's
+(:class:`bench.nn.critic.LabelCritic`), N(0, 0.02) init.
 
 Losses, as the official code computes them (N = images in the batch, images in [-1, 1]):
 
@@ -40,14 +41,16 @@ the identity term below.
 Deviations (each an option):
 - ``lambda_idt``: an L1 identity term ``mean |G(b, c_b) - b|`` on the clean faces asked for their own condition
   (CycleGAN's identity loss; the official code declares ``loss_g_idt`` but never uses it). 0 in the paper profile;
-  the quick profile weighs it 100, so clean faces stay intact (A ~ 1) within a few hundred steps (see QUICK);
+  the quick profile weighs it 100, so clean faces stay intact (A ~ 1) within a few hundred steps (see
+  ``GANimationOptions.profiles``);
 - ``batch_size`` counts images per domain (each step sees 2 x batch_size); 12 (24 in all) stands for the
   official launch script's 25;
 - the lr decays per step, not per epoch; the paper's TV weight (1e-4, issue donydchen/ganimation_replicate#6)
   is ``lambda_mask_smooth=1e-4``; the official code's 1e-5 is the default;
 - no horizontal flip (the harness feeds every method the same faces); the critic has log2(size) - 1 layers, so its
   map is 2 x 2 at any size (6 layers at 128 px, as the official one);
-- quick profile (64 px, CPU, a few hundred steps): narrower nets, G every critic step and a higher lr; see QUICK.
+- quick profile (64 px, CPU, a few hundred steps): narrower nets, G every critic step and a higher lr; see
+  ``GANimationOptions.profiles``.
 """
 
 from __future__ import annotations
@@ -60,12 +63,12 @@ import torch.nn.functional as F
 
 from bench.data.types import TrainData
 from bench.method import Method, MethodContext, Restoration
+from bench.nn.critic import LabelCritic
 from bench.nn.init import normal_init
 from bench.nn.losses import gradient_penalty, total_variation
+from bench.nn.schedules import linear_decay, set_lr
 from bench.nn.two_path import GeneratorOutput, TwoPathGenerator, to_01, to_pm1
 from bench.options import Options, option
-from bench.training import linear_decay, set_lr
-from oagan.discriminator import OAGANDiscriminator
 
 UNIT_INTERVAL = {"min": 0.0, "max": 1.0}
 
@@ -101,15 +104,15 @@ class GANimationOptions(Options):
     lambda_idt: float = option(0.0, "L1 identity on clean faces asked for their own condition (0 = official)", min=0.0)
     saturate_mask: bool = option(False, "official do_saturate_mask: A -> clamp(0.55 tanh(3 (A - 0.5)) + 0.5, 0, 1)")
 
-
-# The CPU profile: 64 px, 300 steps instead of ~33k, narrow nets, G every critic step, lr 3e-4. The identity weight
-# is what keeps clean faces intact. Measured on the embedded set (seed 0, 300 steps, 1 thread, ~7 min): lambda_idt
-# 10 / 30 / 100 give clean-face PSNR 26.8 / 28.8 / 34.3 dB with the occluded region's PSNR 11.58 / 11.10 / 10.98
-# against the input's 10.57 (paired) and 13.17 / 12.90 / 13.06 against 12.71 (natural). Tried and not taken: the
-# official saturation of A (clean 26.9 dB at lambda_idt 10) and lambda_mask 0.02 (26.8 dB): neither moves the mean
-# of A (~0.88 on clean faces), the identity term does. A localises no occluder within this budget (mask IoU < 0.05).
-QUICK = dict(width=16, d_width=16, res_blocks=3, batch_size=8, n_critic=1, lr=3e-4, lr_decay_start=0.5, lambda_idt=100)
-GANimationOptions.profiles = {"quick": QUICK}  # standard: the quick widths, more steps
+    # quick, the CPU profile: 64 px, 300 steps instead of ~33k, narrow nets, G every critic step, lr 3e-4. The
+    # identity weight is what keeps clean faces intact; the official saturation of A and a smaller mean(A) weight
+    # move neither A nor the clean faces, and A localises no occluder within this budget (measured: docs/methods.md
+    # section 3). standard: the quick widths, more steps.
+    profiles = {
+        "quick": dict(
+            width=16, d_width=16, res_blocks=3, batch_size=8, n_critic=1, lr=3e-4, lr_decay_start=0.5, lambda_idt=100
+        )
+    }
 
 
 def condition_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,9 +134,8 @@ class GANimationMethod(Method):
     """Mask-free at test time: the mask crosses the API as 1 - A."""
 
     Options = GANimationOptions
-    # quick: see QUICK (measured s/step in the report). paper: 30 "epochs" of ~13k occluded CelebA faces (the
-    # eyeglasses split) at 12 per domain per step, about 33k critic steps.
-    # standard: 0.73 s/step on this project's 2-core CPU at 64 px, ~24 min
+    # paper: 30 "epochs" of ~13k occluded CelebA faces (the eyeglasses split) at 12 per domain per step, about 33k
+    # critic steps; quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 300, "standard": 2_000, "paper": 33_000}
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -145,10 +147,10 @@ class GANimationMethod(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             self.G = TwoPathGenerator(self.cfg.width, self.cfg.res_blocks, self.cond_dim).to(ctx.device)
-            self.D = OAGANDiscriminator(ctx.image_size, self.cfg.d_width, self.cond_dim).to(ctx.device)
+            self.D = LabelCritic(ctx.image_size, self.cfg.d_width, self.cond_dim).to(ctx.device)
             self.D.apply(normal_init)  # the official init_weights on both networks
-        self.opt_G: torch.optim.Adam | None = None
-        self.opt_D: torch.optim.Adam | None = None
+        self.opt_g: torch.optim.Adam | None = None
+        self.opt_d: torch.optim.Adam | None = None
         self.data: TrainData | None = None
         self.attr_columns: list[int] = []
 
@@ -168,8 +170,8 @@ class GANimationMethod(Method):
         self.attr_columns = [data.attribute_names.index(a) for a in self.attributes]
         self.data = data
         betas = (self.cfg.beta1, self.cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=self.cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=self.cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.cfg.lr, betas=betas)
 
     def learning_rate(self, step: int) -> float:
         return linear_decay(step, self.total_steps, self.cfg.lr, self.cfg.lr_decay_start)
@@ -192,9 +194,9 @@ class GANimationMethod(Method):
         return x, real, target
 
     def train_step(self, step: int) -> dict[str, float]:
-        if self.data is None or self.opt_G is None or self.opt_D is None:
+        if self.data is None or self.opt_g is None or self.opt_d is None:
             raise RuntimeError("ganimation: call setup_training(data) before train_step")
-        set_lr(self.learning_rate(step), self.opt_G, self.opt_D)
+        set_lr(self.learning_rate(step), self.opt_g, self.opt_d)
         self.G.train()
         self.D.train()
         x, real, target = self.batch()
@@ -212,7 +214,7 @@ class GANimationMethod(Method):
         return {"adv": adv_fake.mean() - adv_real.mean(), "cond": condition_mse(cond_real, real)}
 
     def critic_step(self, x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        cfg, opt = self.cfg, self.opt_D
+        cfg, opt = self.cfg, self.opt_d
         self.D.requires_grad_(True)
         terms = self.critic_losses(x, real, fake)
         loss = terms["adv"] + cfg.lambda_cond * terms["cond"]
@@ -264,15 +266,15 @@ class GANimationMethod(Method):
         terms = self.generator_losses(x, real, target, out)
         weights = self.weights()
         total = sum(weights[k] * v for k, v in terms.items())
-        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
         total.backward()
-        self.opt_G.step()
+        self.opt_g.step()
         self.D.requires_grad_(True)
         return {**{f"g_{k}": v.item() for k, v in terms.items()}, "g_total": total.item()}
 
     # ------------------------------------------------------------------------------ checkpoints
     def parts(self) -> dict[str, Any]:
-        return {"G": self.G, "D": self.D, "opt_G": self.opt_G, "opt_D": self.opt_D}
+        return {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d}
 
     @torch.no_grad()
     def test_condition(self, x: torch.Tensor) -> torch.Tensor:

@@ -199,32 +199,18 @@ class GFCMethod(Method):
     """Trains on paired batches with the true masks; restores with the given mask (hole filled with noise)."""
 
     Options = GFCOptions
-    # standard: 0.12 s/step on this project's 2-core CPU at 64 px, ~23 min
+    # quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 220, "standard": 12_000, "paper": 100_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o: GFCOptions = ctx.config
-        size = ctx.image_size
-        self.width = o.width
-        self.fc_width = o.fc_width if o.fc_width is not None else default_fc_width(size, self.width)
-        self.d_width = o.d_width
-        self.patch_size = o.patch_size if o.patch_size is not None else size // 2
-        self.batch_size = o.batch_size
-        self.lr_g = o.lr
-        self.lr_d = o.lr_d
-        self.betas_g = (o.beta1, o.beta2)
-        self.betas_d = (o.beta1_d, o.beta2_d)
-        self.recon_only_fraction = o.recon_only_fraction
+        self.cfg: GFCOptions = ctx.config
+        cfg, size = self.cfg, ctx.image_size
+        self.fc_width = cfg.fc_width if cfg.fc_width is not None else default_fc_width(size, cfg.width)
+        self.patch_size = cfg.patch_size if cfg.patch_size is not None else size // 2
         self.total_steps = ctx.total_steps
-        self.weights = {
-            "local_adv": o.lambda_local_adv,
-            "global_adv": o.lambda_global_adv,
-            "parsing": o.lambda_parsing,
-        }
-        self.parsing_path = o.parsing_model
-        d = self.d_width
-        self.G = GFCGenerator(size, self.width, self.fc_width).to(ctx.device)
+        d = cfg.d_width
+        self.G = GFCGenerator(size, cfg.width, self.fc_width).to(ctx.device)
         self.D_local = GFCDiscriminator(self.patch_size, [d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
         self.D_global = GFCDiscriminator(size, [d // 2, d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
         self.gan_loss = GANLoss("vanilla")  # BCE on logits: the official nets end in a sigmoid + BCE
@@ -233,16 +219,22 @@ class GFCMethod(Method):
         self.opt_d: torch.optim.Adam | None = None
         self.data = None
 
+    def weights(self) -> dict[str, float]:
+        """The weights of the adversarial and parsing terms (the reconstruction term has weight 1)."""
+        cfg = self.cfg
+        return {"local_adv": cfg.lambda_local_adv, "global_adv": cfg.lambda_global_adv, "parsing": cfg.lambda_parsing}
+
     def adversarial_start(self) -> int:
-        return round(self.total_steps * self.recon_only_fraction)
+        return round(self.total_steps * self.cfg.recon_only_fraction)
 
     def setup_training(self, data) -> None:
+        cfg = self.cfg
         self.data = data
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr_g, betas=self.betas_g)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         d_params = list(self.D_local.parameters()) + list(self.D_global.parameters())
-        self.opt_d = torch.optim.Adam(d_params, lr=self.lr_d, betas=self.betas_d)
-        if self.parsing_path:
-            path = Path(self.parsing_path).expanduser()
+        self.opt_d = torch.optim.Adam(d_params, lr=cfg.lr_d, betas=(cfg.beta1_d, cfg.beta2_d))
+        if cfg.parsing_model:
+            path = Path(cfg.parsing_model).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"parsing_model {path} does not exist; fix the path or drop the option")
             self.parser = torch.jit.load(str(path), map_location=self.ctx.device).eval()
@@ -261,7 +253,7 @@ class GFCMethod(Method):
         return torch.where(hole > 0.5, noise.to(images01.device) * 2 - 1, images01 * 2 - 1)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch = self.data.paired(self.batch_size)
+        batch = self.data.paired(self.cfg.batch_size)
         device = self.ctx.device
         hole = (batch.mask.to(device) > 0.5).float()
         gt = batch.clean.to(device) * 2 - 1
@@ -309,7 +301,8 @@ class GFCMethod(Method):
         x, gt, hole = self._batch()
         terms = self.g_losses(x, gt, hole, adversarial)
         pixels = gt[0].numel()
-        loss = (terms["recon"] + sum(self.weights[k] * v for k, v in terms.items() if k != "recon")) / pixels
+        weights = self.weights()
+        loss = (terms["recon"] + sum(weights[k] * v for k, v in terms.items() if k != "recon")) / pixels
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
@@ -338,10 +331,12 @@ class GFCMethod(Method):
 
     def info(self) -> dict[str, Any]:
         return {
-            "width": self.width,
+            "width": self.cfg.width,
             "fc_width": self.fc_width,
-            "d_width": self.d_width,
+            "d_width": self.cfg.d_width,
             "patch_size": self.patch_size,
             "adversarial_start": self.adversarial_start(),
-            "parsing_loss": f"on ({self.parsing_path})" if self.parsing_path else "off (no parsing model file)",
+            "parsing_loss": f"on ({self.cfg.parsing_model})"
+            if self.cfg.parsing_model
+            else "off (no parsing model file)",
         }

@@ -240,13 +240,13 @@ class GnIptMethod(Method):
     """Trains on paired batches with the true masks; restores with the given mask."""
 
     Options = GnIptOptions
-    # standard: 0.78 s/step on this project's 2-core CPU at 64 px, ~23 min
+    # quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 160, "standard": 1_800, "paper": 100_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o: GnIptOptions = ctx.config
-        size = ctx.image_size
+        self.cfg: GnIptOptions = ctx.config
+        o, size = self.cfg, ctx.image_size
         if size % 16:
             raise ValueError(f"GnIpt needs an image size divisible by 16, got {size}")
         for key in ("attention_ksize", "attention_fuse_k"):
@@ -254,45 +254,43 @@ class GnIptMethod(Method):
                 raise ValueError(f"gnipt: option {key} must be odd (a centred window), got {getattr(o, key)}")
         if o.attention_rate % 2:
             raise ValueError(f"gnipt: option attention_rate must be even, got {o.attention_rate}")
-        self.width = o.width
-        self.d_width = o.d_width
         self.patch_size = o.patch_size if o.patch_size is not None else size // 2
-        self.batch_size = o.batch_size
-        self.d_steps = o.d_steps
-        self.lr = o.lr
-        self.betas = (o.beta1, o.beta2)
-        self.gamma = o.spatial_discount_gamma
-        self.gp_lambda = o.wgan_gp_lambda
-        self.weights = {
-            "l1": o.l1_loss_alpha,
-            "coarse_l1": o.coarse_l1_alpha,
-            "ae": o.ae_loss_alpha,
-            "gan": o.gan_loss_alpha,
-            "global_wgan": o.global_wgan_loss_alpha,
-        }
         attention = ContextualAttention(
             ksize=o.attention_ksize,
             rate=o.attention_rate,
             fuse_k=o.attention_fuse_k,
             softmax_scale=o.attention_softmax_scale,
         )
-        d = self.d_width
-        self.G = GnIptGenerator(self.width, attention).to(ctx.device)
+        d = o.d_width
+        self.G = GnIptGenerator(o.width, attention).to(ctx.device)
         self.D_local = WGANCritic(self.patch_size, [d, 2 * d, 4 * d, 8 * d]).to(ctx.device)
         self.D_global = WGANCritic(size, [d, 2 * d, 4 * d, 4 * d]).to(ctx.device)
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
         self.data = None
 
+    def weights(self) -> dict[str, float]:
+        """v1's loss weights (``inpaint.yml``'s ``*_alpha``)."""
+        o = self.cfg
+        return {
+            "l1": o.l1_loss_alpha,
+            "coarse_l1": o.coarse_l1_alpha,
+            "ae": o.ae_loss_alpha,
+            "gan": o.gan_loss_alpha,
+            "global_wgan": o.global_wgan_loss_alpha,
+        }
+
     def setup_training(self, data) -> None:
+        cfg = self.cfg
         self.data = data
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=self.betas)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
         d_params = list(self.D_local.parameters()) + list(self.D_global.parameters())
-        self.opt_d = torch.optim.Adam(d_params, lr=self.lr, betas=self.betas)
+        self.opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=betas)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(input in [-1,1] with the hole zeroed, ground truth in [-1,1], binary hole)."""
-        batch = self.data.paired(self.batch_size)
+        batch = self.data.paired(self.cfg.batch_size)
         device = self.ctx.device
         hole = (batch.mask.to(device) > 0.5).float()
         return (batch.occluded.to(device) * 2 - 1) * (1 - hole), batch.clean.to(device) * 2 - 1, hole
@@ -310,7 +308,7 @@ class GnIptMethod(Method):
         wgan = fake_l.mean() - real_l.mean() + fake_g.mean() - real_g.mean()
         crop = [crop_boxes(t, boxes, self.patch_size) for t in (gt, comp, hole)]
         gp = gradient_penalty(self.D_local, *crop) + gradient_penalty(self.D_global, gt, comp, hole)
-        loss = wgan + self.gp_lambda * gp
+        loss = wgan + self.cfg.wgan_gp_lambda * gp
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -319,7 +317,8 @@ class GnIptMethod(Method):
     def g_losses(self, x: torch.Tensor, gt: torch.Tensor, hole: torch.Tensor) -> dict[str, torch.Tensor]:
         """v1 ``build_graph_with_losses``: discounted hole L1, valid-region ae L1, and the critics' scores."""
         x1, x2 = self.G(x, hole)
-        discount = spatial_discount(hole, self.gamma)
+        w = self.weights()
+        discount = spatial_discount(hole, self.cfg.spatial_discount_gamma)
         count = 3 * hole.sum().clamp_min(1)
         hole_l1 = [(torch.abs(gt - y) * discount).sum() / count for y in (x1, x2)]
         valid = 1 - hole
@@ -327,16 +326,17 @@ class GnIptMethod(Method):
         comp = x2 * hole + x * valid
         fake_l, fake_g = self._critics(comp, mask_boxes(hole))
         return {
-            "l1": self.weights["coarse_l1"] * hole_l1[0] + hole_l1[1],
-            "ae": (self.weights["coarse_l1"] * ae[0] + ae[1]) / valid.mean().clamp_min(1e-6),
-            "g_wgan": -(self.weights["global_wgan"] * fake_g.mean() + fake_l.mean()),
+            "l1": w["coarse_l1"] * hole_l1[0] + hole_l1[1],
+            "ae": (w["coarse_l1"] * ae[0] + ae[1]) / valid.mean().clamp_min(1e-6),
+            "g_wgan": -(w["global_wgan"] * fake_g.mean() + fake_l.mean()),
         }
 
     def train_step(self, step: int) -> dict[str, float]:
         self.G.train()
-        d_loss = sum(self._d_step() for _ in range(self.d_steps)) / max(self.d_steps, 1)
+        d_steps = self.cfg.d_steps
+        d_loss = sum(self._d_step() for _ in range(d_steps)) / max(d_steps, 1)
         terms = self.g_losses(*self._batch())
-        w = self.weights
+        w = self.weights()
         loss = w["gan"] * terms["g_wgan"] + w["l1"] * terms["l1"] + w["ae"] * terms["ae"]
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -362,9 +362,9 @@ class GnIptMethod(Method):
 
     def info(self) -> dict[str, Any]:
         return {
-            "width": self.width,
-            "d_width": self.d_width,
+            "width": self.cfg.width,
+            "d_width": self.cfg.d_width,
             "patch_size": self.patch_size,
-            "d_steps": self.d_steps,
+            "d_steps": self.cfg.d_steps,
             "local_critic": "mask bounding box",
         }

@@ -26,9 +26,9 @@ from torch import nn
 
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.losses import perceptual_loss, style_loss
+from bench.nn.schedules import set_lr
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 from bench.options import Options, option
-from bench.training import set_lr
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -187,33 +187,20 @@ class PConvMethod(Method):
     """Trains on paired batches with the true masks; restores with the given mask."""
 
     Options = PConvOptions
-    # standard: 0.80 s/step on this project's 2-core CPU at 64 px, ~24 min
+    # quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 150, "standard": 1_800, "paper": 100_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o: PConvOptions = ctx.config
+        self.cfg: PConvOptions = ctx.config
         size = ctx.image_size
-        self.width = o.width
-        self.layers = o.layers if o.layers is not None else default_layers(size)
+        self.layers = self.cfg.layers if self.cfg.layers is not None else default_layers(size)
         if size % 2**self.layers:
             raise ValueError(
                 f"pconv: option layers={self.layers} needs an image size divisible by 2**layers, got {size}"
             )
-        self.batch_size = o.batch_size
-        self.lr = o.lr
-        self.lr_finetune = o.lr_finetune
-        self.finetune_fraction = o.finetune_fraction
         self.total_steps = ctx.total_steps
-        self.vgg_weights = o.vgg_weights
-        self.weights = {
-            "valid": o.lambda_valid,
-            "hole": o.lambda_hole,
-            "perceptual": o.lambda_perceptual,
-            "style": o.lambda_style,
-            "tv": o.lambda_tv,
-        }
-        self.net = PConvUNet(self.layers, self.width).to(ctx.device)
+        self.net = PConvUNet(self.layers, self.cfg.width).to(ctx.device)
         for module in self.net.modules():
             if isinstance(module, PartialConv2d):
                 nn.init.kaiming_normal_(module.weight, a=0, mode="fan_in")
@@ -222,23 +209,34 @@ class PConvMethod(Method):
         self.mean = torch.tensor(_IMAGENET_MEAN, device=ctx.device).view(1, 3, 1, 1)
         self.std = torch.tensor(_IMAGENET_STD, device=ctx.device).view(1, 3, 1, 1)
         self.vgg: VGGFeatures | None = None
-        self.optimizer: torch.optim.Adam | None = None
+        self.opt_g: torch.optim.Adam | None = None
         self.data = None
 
+    def weights(self) -> dict[str, float]:
+        """Eq. 7's weight of each loss term."""
+        cfg = self.cfg
+        return {
+            "valid": cfg.lambda_valid,
+            "hole": cfg.lambda_hole,
+            "perceptual": cfg.lambda_perceptual,
+            "style": cfg.lambda_style,
+            "tv": cfg.lambda_tv,
+        }
+
     def finetune_start(self) -> int:
-        return round(self.total_steps * (1.0 - self.finetune_fraction))
+        return round(self.total_steps * (1.0 - self.cfg.finetune_fraction))
 
     def setup_training(self, data) -> None:
         self.data = data
-        weights = find_vgg_weights(self.vgg_weights or None, self.ctx.weights_dir)
+        weights = find_vgg_weights(self.cfg.vgg_weights or None, self.ctx.weights_dir)
         self.vgg = VGGFeatures(weights, input_range="imagenet").to(self.ctx.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        self.opt_g = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
 
     def _apply_phase(self, step: int) -> None:
         finetune = step >= self.finetune_start()
         if finetune != self.net.freeze_encoder_bn:
             self.net.set_finetune(finetune)
-        set_lr(self.lr_finetune if finetune else self.lr, self.optimizer)
+        set_lr(self.cfg.lr_finetune if finetune else self.cfg.lr, self.opt_g)
 
     def _predict(self, masked01: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """[0,1] image with hole, hole mask 1 = occluded -> raw prediction, ImageNet-normalised."""
@@ -265,19 +263,20 @@ class PConvMethod(Method):
     def train_step(self, step: int) -> dict[str, float]:
         self._apply_phase(step)
         self.net.train()
-        batch = self.data.paired(self.batch_size)
+        batch = self.data.paired(self.cfg.batch_size)
         device = self.ctx.device
         gt = batch.clean.to(device)
         hole = (batch.mask.to(device) > 0.5).float()
         terms = self.losses(gt * (1 - hole), gt, hole)
-        loss = sum(self.weights[k] * v for k, v in terms.items())
-        self.optimizer.zero_grad(set_to_none=True)
+        weights = self.weights()
+        loss = sum(weights[k] * v for k, v in terms.items())
+        self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        self.opt_g.step()
         return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
 
     def parts(self) -> dict[str, Any]:
-        return {"net": self.net, "optimizer": self.optimizer}
+        return {"net": self.net, "opt_g": self.opt_g}
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
@@ -290,7 +289,7 @@ class PConvMethod(Method):
     def info(self) -> dict[str, Any]:
         return {
             "layers": self.layers,
-            "width": self.width,
+            "width": self.cfg.width,
             "finetune_start": self.finetune_start(),
             "vgg": self.vgg.source if self.vgg is not None else None,
         }

@@ -44,7 +44,7 @@ filters, so matching their (normalised) responses keeps the input's colours, edg
 not a pretrained VGG's, and the run manifest records which was used.
 
 Deviations, each an option: widths, depth and image size scale the same code from the CPU ``quick`` profile
-(64 px) to the ``paper`` profile (128 px); see :data:`QUICK` for what the quick profile changes and why.
+(64 px) to the ``paper`` profile (128 px); see ``SelfRegOptions.profiles`` for what the quick profile changes and why.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ from bench.method import Method, MethodContext, Restoration
 from bench.nn.gan import GANLoss, ImagePool, patch_discriminator
 from bench.nn.init import normal_init
 from bench.nn.losses import perceptual_loss, total_variation
+from bench.nn.schedules import linear_decay, set_lr
 from bench.nn.two_path import GeneratorOutput, Trunk, TwoPathGenerator, mask_head, rgb_head, to_01, to_pm1
 from bench.nn.vgg import POOL_SLICES, VGGFeatures, find_vgg_weights
 from bench.options import Options, option
-from bench.training import linear_decay, set_lr
 
 
 @dataclass(frozen=True)
@@ -106,24 +106,23 @@ class SelfRegOptions(Options):
     )
     vgg_weights: str = option("", "local VGG-16 weights file ('' = --weights-dir or BENCH_VGG16_WEIGHTS, else random)")
 
-
-# The CPU profile: 64 px, narrow networks (width 16, 3 residual blocks, critic width 16), batches of 8, 300 steps at
-# lr 5e-4 (the paper-profile 2e-4 moves too little in 300 steps). Measured on the synthetic benchmark (60 test faces
-# each, seed 0): with lambda_reg 1 and small attention regularisers (mean A x 0.1, TV(A) x 0.01) the occluded-region
-# PSNR rises from 10.1 to 11.5 dB (paired) and 12.5 to 15.3 dB (natural) while clean faces keep 33.4 dB (mean A
-# 0.07). Tried and not taken: lambda_reg 0.3 (region 12.0 dB, but clean 31.4 dB; 30.0 dB with pool1..pool2 only;
-# 30.8 dB with batch 4 x 600 steps) and weaker attention terms (0.02 / 0.005: region 11.6, clean 32.3 dB). In every
-# setting A stays soft (about 0.3 over occluders), so its mask IoU at the 0.5 threshold is low (0.03-0.10).
-QUICK = dict(
-    width=16,
-    res_blocks=3,
-    d_width=16,
-    batch_size=8,
-    lr=5e-4,
-    lambda_attention=0.1,
-    lambda_attention_tv=0.01,
-)
-SelfRegOptions.profiles = {"quick": QUICK}  # standard: the quick widths, ten times the steps
+    # quick, the CPU profile: 64 px, narrow networks (width 16, 3 residual blocks, critic width 16), batches of 8, 300
+    # steps at lr 5e-4 (the paper-profile 2e-4 moves too little in 300 steps). With lambda_reg 1 and small attention
+    # regularisers (mean A x 0.1, TV(A) x 0.01) the occluded region improves on the input while clean faces stay
+    # intact; a smaller lambda_reg or weaker attention terms cost the clean faces more than they gain in the region,
+    # and in every setting A stays soft over occluders, so its mask IoU at 0.5 is low (measured: docs/methods.md
+    # section 4). standard: the quick widths, ten times the steps.
+    profiles = {
+        "quick": dict(
+            width=16,
+            res_blocks=3,
+            d_width=16,
+            batch_size=8,
+            lr=5e-4,
+            lambda_attention=0.1,
+            lambda_attention_tv=0.01,
+        )
+    }
 
 
 class TwoBranchGenerator(nn.Module):
@@ -165,7 +164,7 @@ class SelfRegMethod(Method):
     """One attention/transformation generator against a PatchGAN; mask-free restore, mask = A."""
 
     Options = SelfRegOptions
-    # standard: 0.43 s/step on this project's 2-core CPU at 64 px, ~22 min
+    # quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 300, "standard": 3_000, "paper": 100_000}
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -186,8 +185,8 @@ class SelfRegMethod(Method):
         self.gan = GANLoss(cfg.gan_mode)
         self.pool = ImagePool(cfg.pool_size)
         self.vgg: VGGFeatures | None = None
-        self.opt_G: torch.optim.Adam | None = None
-        self.opt_D: torch.optim.Adam | None = None
+        self.opt_g: torch.optim.Adam | None = None
+        self.opt_d: torch.optim.Adam | None = None
         self.data: TrainData | None = None
 
     # ----------------------------------------------------------------------------------- training
@@ -198,8 +197,8 @@ class SelfRegMethod(Method):
             weights = find_vgg_weights(cfg.vgg_weights or None, self.ctx.weights_dir)
             self.vgg = VGGFeatures(weights, input_range=cfg.vgg_input).to(self.ctx.device)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
 
     def self_regularization(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``l_reg(x, G(x))`` on the first ``reg_layers`` VGG blocks; ``x`` and ``out`` in [-1, 1]."""
@@ -235,10 +234,10 @@ class SelfRegMethod(Method):
         }
 
     def train_step(self, step: int) -> dict[str, float]:
-        if self.data is None or self.opt_G is None or self.opt_D is None:
+        if self.data is None or self.opt_g is None or self.opt_d is None:
             raise RuntimeError("selfreg: call setup_training(data) before train_step")
         cfg, dev = self.cfg, self.ctx.device
-        set_lr(linear_decay(step, self.total_steps, cfg.lr, cfg.lr_decay_start), self.opt_G, self.opt_D)
+        set_lr(linear_decay(step, self.total_steps, cfg.lr, cfg.lr_decay_start), self.opt_g, self.opt_d)
         self.G.train()
         batch = self.data.unpaired(cfg.batch_size, cfg.natural_share)
         x = to_pm1(batch.occluded.to(dev))
@@ -249,22 +248,22 @@ class SelfRegMethod(Method):
         terms = self.generator_losses(x, out)
         weights = self.weights()
         g_total = sum(weights[k] * v for k, v in terms.items())
-        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
-        self.opt_G.step()
+        self.opt_g.step()
 
         self.D.requires_grad_(True)
         d_loss = self.critic_loss(real, self.pool.query(out.final.detach()))
-        self.opt_D.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
-        self.opt_D.step()
+        self.opt_d.step()
         result = {f"g_{k}": v.item() for k, v in terms.items()}
         result.update(g_total=g_total.item(), d_loss=d_loss.item())
         return result
 
     # ------------------------------------------------------------------------------ checkpoints
     def parts(self) -> dict[str, Any]:
-        return {"G": self.G, "D": self.D, "opt_G": self.opt_G, "opt_D": self.opt_D, "pool": self.pool}
+        return {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d, "pool": self.pool}
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Restoration:

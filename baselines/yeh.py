@@ -260,53 +260,44 @@ class YehMethod(Method):
 
     Options = YehOptions
     compilable = False  # restore() searches the latent by gradient descent through the generator
-    # quick: ~2.5 minutes on the shared 2-core CPU (0.5-0.7 s/step measured); paper: ~25 epochs of
-    # CelebA's train split at batch 64, the usual DCGAN-tensorflow recipe behind the authors' model.
-    # standard: 0.40 s/step on this project's 2-core CPU at 64 px, ~24 min
+    # paper: ~25 epochs of CelebA's train split at batch 64, the usual DCGAN-tensorflow recipe behind the authors'
+    # model; quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 200, "standard": 3_600, "paper": 60_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        o: YehOptions = ctx.config
-        size = ctx.image_size
+        self.cfg: YehOptions = ctx.config
+        o, size = self.cfg, ctx.image_size
         if o.window % 2 != 1:
             raise ValueError(f"yeh: option window must be odd (a centred box filter), got {o.window}")
-        self.z_dim = o.z_dim
-        self.width = o.width
-        self.batch_size = o.batch_size
-        self.lr = o.lr
-        self.beta1 = o.beta1
-        self.search = SearchConfig(
-            iterations=o.iterations,
-            candidates=o.candidates,
-            lr=o.z_lr,
-            lambda_p=o.lambda_p,
-            window=o.window,
-            weighting=o.weighting,
-        )
-        self.search_batch = o.search_batch
-        self.blend = o.blend
-        self.generator = DCGANGenerator(size, self.z_dim, self.width).to(ctx.device)
-        self.discriminator = DCGANDiscriminator(size, self.width).to(ctx.device)
+        self.generator = DCGANGenerator(size, o.z_dim, o.width).to(ctx.device)
+        self.discriminator = DCGANDiscriminator(size, o.width).to(ctx.device)
         self.gan_loss = GANLoss("vanilla")  # DCGAN: BCE on logits
         self.opt_g: torch.optim.Adam | None = None
         self.opt_d: torch.optim.Adam | None = None
         self.data: TrainData | None = None
 
+    @property
+    def search(self) -> SearchConfig:
+        """The latent search's settings, from the options."""
+        o = self.cfg
+        return SearchConfig(o.iterations, o.candidates, o.z_lr, o.lambda_p, o.window, o.weighting)
+
     def setup_training(self, data: TrainData) -> None:
+        cfg = self.cfg
         self.data = data
-        betas = (self.beta1, 0.999)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=betas)
+        betas = (cfg.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
 
     def _noise(self, n: int) -> torch.Tensor:
-        return torch.rand(n, self.z_dim, device=self.ctx.device) * 2 - 1
+        return torch.rand(n, self.cfg.z_dim, device=self.ctx.device) * 2 - 1
 
     def train_step(self, step: int) -> dict[str, float]:
         """One DCGAN step: D on real vs fake (BCE), then G with the non-saturating loss."""
         self.generator.train()
         self.discriminator.train()
-        real = self.data.clean_batch(self.batch_size).images.to(self.ctx.device) * 2 - 1
+        real = self.data.clean_batch(self.cfg.batch_size).images.to(self.ctx.device) * 2 - 1
         fake = self.generator(self._noise(len(real)))
         logit_real = self.discriminator(real)
         logit_fake = self.discriminator(fake.detach())
@@ -340,13 +331,14 @@ class YehMethod(Method):
         self.discriminator.eval()
         hole = (masks > 0.5).float()
         rngs = sample_generators(self.ctx.seed, images, hole)  # per face: the same z0 in any batch or chunk
-        per_chunk = max(1, self.search_batch // self.search.candidates)
+        search = self.search
+        per_chunk = max(1, self.cfg.search_batch // search.candidates)
         parts = []
         with torch.enable_grad():
             for i in range(0, len(images), per_chunk):
                 y, h = images[i : i + per_chunk] * 2 - 1, hole[i : i + per_chunk]
                 chunk_rngs = rngs[i : i + per_chunk]
-                parts.append(search_latents(self.generator, self.discriminator, y, h, self.search, chunk_rngs))
+                parts.append(search_latents(self.generator, self.discriminator, y, h, search, chunk_rngs))
         return SearchResult(
             torch.cat([p.images for p in parts]),
             torch.cat([p.context for p in parts]),
@@ -360,16 +352,16 @@ class YehMethod(Method):
         if todo.any():
             x, m = images[todo], masks[todo]
             pred = (self.complete(x, m).images + 1) / 2
-            if self.blend == "poisson":
+            if self.cfg.blend == "poisson":
                 pred = poisson_blend(pred, x, hole[todo].to(x.dtype))
             out[todo] = (m * pred + (1 - m) * x).clamp(0, 1)
         return Restoration(out)
 
     def info(self) -> dict[str, Any]:
         return {
-            "width": self.width,
-            "z_dim": self.z_dim,
-            "blend": self.blend,
-            "search_batch": self.search_batch,
+            "width": self.cfg.width,
+            "z_dim": self.cfg.z_dim,
+            "blend": self.cfg.blend,
+            "search_batch": self.cfg.search_batch,
             **self.search._asdict(),
         }

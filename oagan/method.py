@@ -18,13 +18,13 @@ import torch
 
 from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES, TrainData
 from bench.method import Method, MethodContext, Restoration
+from bench.nn.critic import LabelCritic
 from bench.nn.losses import gradient_penalty
+from bench.nn.schedules import linear_decay, set_lr
 from bench.nn.two_path import GeneratorOutput, to_01, to_pm1
 from bench.nn.vgg import VGGFeatures, find_vgg_weights
 from bench.options import Options, option
-from bench.training import linear_decay, set_lr
 from oagan import losses as L
-from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import build_generator
 
 UNIT_INTERVAL = {"min": 0.0, "max": 1.0}
@@ -98,7 +98,7 @@ class OAGANOptions(Options):
     ratio_end: float = option(1.0, "paired:natural batches at the end of training", min=0.0)
     mask_threshold: float = option(0.5, "threshold binarising 1-M (reported; the harness binarises)", **UNIT_INTERVAL)
     # Eq. (8) has no such term and the official code never reads its masks, but the abstract trains on "paired
-    # images with known masks"; the quick CPU profile turns it on (see QUICK).
+    # images with known masks"; the quick CPU profile turns it on (see ``profiles``).
     lambda_mask_sup: float = option(
         0.0, "BCE + Dice supervision of 1-M by the known synthetic mask (0 = paper)", min=0.0
     )
@@ -106,53 +106,55 @@ class OAGANOptions(Options):
         0.0, "share of each paired batch shown un-occluded (mask all zeros)", **UNIT_INTERVAL
     )
 
-
-# The authors' code (docs/methods.md section 1) where it differs from the paper's text.
-OFFICIAL = dict(
-    res_blocks=6,
-    lambda_smooth=1e-5,
-    smooth_reduction="sum",
-    lambda_attr=2000.0,
-    attr_divide_by_batch=True,
-    attr_on_natural=True,
-    n_critic=5,
-    vgg_input="pm1",
-    pixel_mask="predicted",
-    pixel_target="synth",
-    gp_separate_step=True,
-    gp_critic="sum",
-    schedule="fixed",
-    ratio_start=9.0,  # fake_real_rate=10: every 10th batch is natural
-    lr_decay_start=100 / 110,
-)
-# The CPU profile: a few hundred steps instead of ~25k. Measured on the embedded set (README): with Eq. (8) alone the
-# mask head is not learned in that budget (IoU < 0.1), and at lr 1e-3 the N(0, 0.02) init under InstanceNorm makes the
-# effective step too large (the mask stalls). So it supervises 1-M with the known synthetic masks (BCE + Dice, x10) and
-# shows 1 face in 8 un-occluded (mask all zeros: clean faces must stay whole); it weighs lambda5 (keep pixels) -10, not
-# -1, so that it still counts next to the supervision (x_synth is poor after 300 steps: every pixel it wrongly
-# replaces costs more than an occluder pixel left in place); it nearly drops the WGAN term (x0.01: early critic scores
-# of 10-40 swamp the rest); it applies Eq. (6) to x_final (the paper: charges M for leaking x_synth into visible
-# pixels) plus x_synth (the official code: a dense signal for the completion module); and it takes lr 3e-4 on
-# batches of 8, decaying linearly to 0 over the second half.
-QUICK = dict(
-    width=32,
-    d_width=32,
-    batch_size=8,
-    lr=3e-4,
-    lr_decay_start=0.5,
-    lambda_adv=0.01,
-    lambda_mask=-10.0,
-    lambda_mask_sup=10.0,
-    paired_clean_share=0.125,
-    pixel_target="both",
-)
-OAGANOptions.presets = {"paper": {}, "official": OFFICIAL}
-# The laptop profile: the quick recipe for 4x the steps, with lambda5's keep reward on paired batches only. Measured
-# (README, natural study): on natural batches Eq. (9) has no term that locates an occluder, so with more steps the keep
-# reward teaches the mask head "no occlusion" on natural faces (natural IoU 0.30 at step 300 -> 0.08 at 1,000);
-# without it the natural mask holds (0.32 at 1,000) and natural PSNR/SSIM rise above the input's.
-STANDARD = dict(mask_on_natural=False)
-OAGANOptions.profiles = {"quick": QUICK, "standard": STANDARD}
+    # The authors' code (docs/methods.md section 1) where it differs from the paper's text.
+    presets = {
+        "paper": {},
+        "official": dict(
+            res_blocks=6,
+            lambda_smooth=1e-5,
+            smooth_reduction="sum",
+            lambda_attr=2000.0,
+            attr_divide_by_batch=True,
+            attr_on_natural=True,
+            n_critic=5,
+            vgg_input="pm1",
+            pixel_mask="predicted",
+            pixel_target="synth",
+            gp_separate_step=True,
+            gp_critic="sum",
+            schedule="fixed",
+            ratio_start=9.0,  # fake_real_rate=10: every 10th batch is natural
+            lr_decay_start=100 / 110,
+        ),
+    }
+    # quick, the CPU profile: a few hundred steps instead of ~25k, in which Eq. (8) alone does not learn the mask
+    # head and lr 1e-3 under the N(0, 0.02) init with InstanceNorm stalls it (measured: docs/methods.md section 1).
+    # So it supervises 1-M with the known synthetic masks (BCE + Dice, x10) and shows 1 face in 8 un-occluded (mask
+    # all zeros: clean faces must stay whole); it weighs lambda5 (keep pixels) -10, not -1, so that it still counts
+    # next to the supervision (x_synth is poor after 300 steps: every pixel it wrongly replaces costs more than an
+    # occluder pixel left in place); it nearly drops the WGAN term (x0.01: early critic scores swamp the rest); it
+    # applies Eq. (6) to x_final (the paper: charges M for leaking x_synth into visible pixels) plus x_synth (the
+    # official code: a dense signal for the completion module); and it takes lr 3e-4 on batches of 8, decaying
+    # linearly to 0 over the second half.
+    # standard, the laptop profile: the quick recipe for 4x the steps, with lambda5's keep reward on paired batches
+    # only. On natural batches Eq. (9) has no term that locates an occluder, so with more steps the keep reward
+    # teaches the mask head "no occlusion" on natural faces; without it the natural mask holds and natural PSNR/SSIM
+    # rise above the input's (measured: docs/methods.md section 1, mask_on_natural).
+    profiles = {
+        "quick": dict(
+            width=32,
+            d_width=32,
+            batch_size=8,
+            lr=3e-4,
+            lr_decay_start=0.5,
+            lambda_adv=0.01,
+            lambda_mask=-10.0,
+            lambda_mask_sup=10.0,
+            paired_clean_share=0.125,
+            pixel_target="both",
+        ),
+        "standard": dict(mask_on_natural=False),
+    }
 
 
 def natural_fraction(step: int, total: int, ratio_start: float, ratio_end: float) -> float:
@@ -206,9 +208,8 @@ class OAGANMethod(Method):
     """OA-GAN (Cai et al., TIFS 2021): predicts its own mask; mask crosses the API as 1 - M."""
 
     Options = OAGANOptions
-    # quick: 0.7-1.0 s/step on a 2-core CPU at 64 px, batch 8 -> 3.5-5 minutes. paper: the official code's
-    # ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic steps.
-    # standard: 1.24 s/step on this project's 2-core CPU at 64 px, ~25 min
+    # paper: the official code's ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic
+    # steps; quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
     default_steps = {"quick": 300, "standard": 1_200, "paper": 25_000}
 
     def __init__(self, ctx: MethodContext) -> None:
@@ -219,10 +220,10 @@ class OAGANMethod(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             self.G = build_generator(self.cfg.generator, self.cfg.width, self.cfg.res_blocks).to(ctx.device)
-            self.D = OAGANDiscriminator(ctx.image_size, self.cfg.d_width, len(self.attributes)).to(ctx.device)
+            self.D = LabelCritic(ctx.image_size, self.cfg.d_width, len(self.attributes)).to(ctx.device)
         self.vgg: VGGFeatures | None = None
-        self.opt_G: torch.optim.Adam | None = None
-        self.opt_D: torch.optim.Adam | None = None
+        self.opt_g: torch.optim.Adam | None = None
+        self.opt_d: torch.optim.Adam | None = None
         self.data: TrainData | None = None
         self.attr_columns: list[int] = []
 
@@ -238,17 +239,17 @@ class OAGANMethod(Method):
             weights = find_vgg_weights(cfg.vgg_weights or None, self.ctx.weights_dir)
             self.vgg = VGGFeatures(weights, input_range=cfg.vgg_input).to(self.ctx.device)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
 
     def _attrs(self, attributes: torch.Tensor) -> torch.Tensor:
         return attributes[:, self.attr_columns].to(self.ctx.device)
 
     def train_step(self, step: int) -> dict[str, float]:
-        if self.data is None or self.opt_G is None or self.opt_D is None:
+        if self.data is None or self.opt_g is None or self.opt_d is None:
             raise RuntimeError("oagan: call setup_training(data) before train_step")
         cfg, dev = self.cfg, self.ctx.device
-        set_lr(linear_decay(step, self.total_steps, cfg.lr, cfg.lr_decay_start), self.opt_G, self.opt_D)
+        set_lr(linear_decay(step, self.total_steps, cfg.lr, cfg.lr_decay_start), self.opt_g, self.opt_d)
         self.G.train()
         paired = not is_natural_step(step, self.total_steps, cfg)
         gt = hole = None
@@ -277,7 +278,7 @@ class OAGANMethod(Method):
         return adv.mean(dim=(1, 2, 3)), attr
 
     def _critic_step(self, real: torch.Tensor, real_attrs: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        cfg, opt = self.cfg, self.opt_D
+        cfg, opt = self.cfg, self.opt_d
         self.D.requires_grad_(True)
         score_real, attr_real = self._critic_scores(real)
         score_fake, _ = self._critic_scores(fake)
@@ -328,9 +329,9 @@ class OAGANMethod(Method):
         if attr_pred is not None and (paired or cfg.attr_on_natural):
             terms["attr"] = (cfg.lambda_attr, L.attribute(attr_pred, attrs, cfg.attr_divide_by_batch))
         total = sum(w * v for w, v in terms.values())
-        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
         total.backward()
-        self.opt_G.step()
+        self.opt_g.step()
         self.D.requires_grad_(True)
         result = {f"g_{k}": v.item() for k, (_, v) in terms.items()}
         result["g_total"] = total.item()
@@ -338,7 +339,7 @@ class OAGANMethod(Method):
 
     # ------------------------------------------------------------------------------ checkpoints
     def parts(self) -> dict[str, Any]:
-        return {"G": self.G, "D": self.D, "opt_G": self.opt_G, "opt_D": self.opt_D}
+        return {"G": self.G, "D": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d}
 
     @torch.no_grad()
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> Restoration:

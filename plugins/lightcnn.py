@@ -9,7 +9,7 @@ def register_recognizers(register):
     register(
         RecognizerSpec(
             name="lightcnn9",
-            factory="bench.identification.lightcnn:LightCNNRecognizer",
+            factory="baselines.lightcnn:LightCNNRecognizer",
             summary="LightCNN-9 (timm registry): the released checkpoint from --id-weights, else trained here",
             paper="Wu et al., IEEE TIFS 2018",
             weights="optional",

@@ -158,16 +158,17 @@ def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_
 def test_quick_profile_overrides_and_paper_defaults(make_context):
     quick = CSAMethod(make_context(CSAMethod, 32, profile="quick"))
     paper = make_context(CSAMethod, 32, profile="paper").config  # the paper-width nets take seconds to build
-    assert (quick.ngf, quick.ndf, quick.batch_size) == (16, 16, 4)
+    assert (quick.cfg.ngf, quick.cfg.ndf, quick.cfg.batch_size) == (16, 16, 4)
     assert (paper.ngf, paper.ndf, paper.batch_size) == (64, 64, 1)
     assert quick.consistency_layer == "relu2_2"  # 8*ngf = 128 channels
-    assert quick.lr == paper.lr == 2e-4 and quick.threshold == paper.threshold == 5 / 16  # not profiled
+    assert quick.cfg.lr == paper.lr == 2e-4 and quick.cfg.threshold == paper.threshold == 5 / 16  # not profiled
     assert CSAMethod.steps_for("quick") == 150 and CSAMethod.steps_for("paper") == 100_000
 
 
 def test_options_are_cast_and_checked(make_context):
     method = CSAMethod(make_context(CSAMethod, 32, ngf="8", threshold="0.5", n_layers_d="2"))
-    assert (method.ngf, method.threshold, method.n_layers_d, method.consistency_layer) == (8, 0.5, 2, "relu1_2")
+    cfg = method.cfg
+    assert (cfg.ngf, cfg.threshold, cfg.n_layers_d, method.consistency_layer) == (8, 0.5, 2, "relu1_2")
     with pytest.raises(OptionError, match="ngf must be one of 8, 16, 32, 64"):  # 8*ngf must be a VGG layer's width
         make_context(CSAMethod, 32, ngf=12)
     for bad in ({"ndf": 0}, {"threshold": 2}, {"beta1": 1}, {"lambda_l1": -1}, {"n_layers_d": 0}):

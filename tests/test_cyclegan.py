@@ -117,7 +117,7 @@ def test_each_loss_term_by_hand(make_context):
         assert terms[key].item() == pytest.approx(value), key
     assert torch.allclose(fake_b, torch.full_like(a, 0.2)) and torch.allclose(fake_a, torch.full_like(a, -0.1))
     # lambda_A weighs the A cycle and G_B's identity term (it compares with a); lambda_B the other two; x0.5 each
-    assert method.weights == {"g_a": 1, "g_b": 1, "cycle_a": 10, "cycle_b": 4, "idt_a": 4 * 0.5, "idt_b": 10 * 0.5}
+    assert method.weights() == {"g_a": 1, "g_b": 1, "cycle_a": 10, "cycle_b": 4, "idt_a": 4 * 0.5, "idt_b": 10 * 0.5}
     # critic: 0.5 * ((D(real) - 1)^2 + D(fake)^2) = 0.5 * ((-0.2 - 1)^2 + 0.2^2)
     assert method.critic_loss(method.D_A, b, fake_b).item() == pytest.approx(0.5 * (1.44 + 0.04))
     method_no_idt = CycleGANMethod(make_context(CycleGANMethod, 32, ngf=4, ndf=4, lambda_identity=0))
@@ -163,7 +163,7 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_losses(make_context, make_train_
     def totals() -> tuple[float, float]:
         with torch.no_grad():
             terms, fake_b, fake_a = method.generator_losses(a, b)
-            reconstruction = sum(method.weights[k] * v for k, v in terms.items() if k[:3] in ("cyc", "idt"))
+            reconstruction = sum(method.weights()[k] * v for k, v in terms.items() if k[:3] in ("cyc", "idt"))
             critic = method.critic_loss(method.D_A, b, fake_b) + method.critic_loss(method.D_B, a, fake_a)
         return reconstruction.item(), critic.item()
 
@@ -184,7 +184,7 @@ def test_checkpoint_round_trip_restores_identically(make_context, make_train_dat
     torch.save(method.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    assert {"G_A", "G_B", "D_A", "D_B", "opt_G", "opt_D", "pool_A", "pool_B"} <= state.keys()
+    assert {"G_A", "G_B", "D_A", "D_B", "opt_g", "opt_d", "pool_A", "pool_B"} <= state.keys()
     clone = CycleGANMethod(ctx)
     clone.setup_training(make_train_data(32, n=8))
     clone.load_state_dict(state)
@@ -203,7 +203,7 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
         CycleGANMethod, options, 5, 3, tmp_path, make_context, lambda: make_train_data(32, 8)
     )
     assert len(method.pool_A.images) == 3
-    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(method.cfg.lr * method.lr_factor(4))
+    assert method.opt_g.param_groups[0]["lr"] == pytest.approx(method.cfg.lr * method.lr_factor(4))
 
 
 def test_quick_profile_overrides_and_paper_defaults(make_context):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from baselines.ganimation import GANimationMethod, attention_terms, condition_mse, saturate
+from bench.nn.critic import CriticOutput
 from bench.options import OptionError
-from oagan.discriminator import CriticOutput
 from tests.util import check_bit_exact_resume
 
 TINY = dict(width=4, d_width=4, res_blocks=1, batch_size=2)
@@ -169,7 +169,7 @@ def test_generator_every_fifth_step_gp_in_its_own_step_and_lr_decay(make_context
         updated.append(not torch.equal(before, method.G.colour_head[0].weight))
         assert ("g_total" in losses) == updated[-1]
     assert [s for s, u in enumerate(updated) if u] == [4, 9]  # official: (i + 1) % 5 == 0
-    adam = method.opt_D.state[method.D.adv_head.weight]
+    adam = method.opt_d.state[method.D.adv_head.weight]
     assert adam["step"].item() == 20  # two critic Adam steps per iteration: the loss, then the GP
     lrs = [method.learning_rate(s) for s in (0, 19, 20, 25, 29)]
     assert lrs == pytest.approx([1e-4, 1e-4, 1e-4, 1e-4 * 5 / 10, 1e-4 * 1 / 10])  # 20 steps flat, then linear
@@ -213,7 +213,7 @@ def test_checkpoint_round_trip(make_context, make_train_data):
     images = torch.rand(2, 3, 32, 32)
     a, b = method.restore(images, None), clone.restore(images, None)
     assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
-    sa, sb = method.opt_D.state_dict(), clone.opt_D.state_dict()
+    sa, sb = method.opt_d.state_dict(), clone.opt_d.state_dict()
     assert all(torch.equal(sa["state"][k]["exp_avg"], sb["state"][k]["exp_avg"]) for k in sa["state"])
 
 
@@ -224,7 +224,7 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
     method = check_bit_exact_resume(
         GANimationMethod, options, 4, 3, tmp_path, make_context, lambda: make_train_data(32, 8)
     )
-    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(method.learning_rate(3))
+    assert method.opt_g.param_groups[0]["lr"] == pytest.approx(method.learning_rate(3))
 
 
 def test_options_are_checked_and_profiles_override(make_context):

@@ -146,9 +146,9 @@ def test_checkpoint_round_trip(make_context, make_train_data):
 def test_quick_profile_overrides_and_paper_defaults(make_context):
     quick = GFCMethod(make_context(GFCMethod, 64, profile="quick"))
     paper = GFCMethod(make_context(GFCMethod, 64, profile="paper"))
-    assert (quick.width, quick.d_width, quick.batch_size) == (8, 16, 8)
-    assert (paper.width, paper.d_width, paper.batch_size) == (32, 64, 2)
-    assert quick.lr_g == paper.lr_g == 1e-4 and quick.patch_size == paper.patch_size == 32  # not profiled
+    assert (quick.cfg.width, quick.cfg.d_width, quick.cfg.batch_size) == (8, 16, 8)
+    assert (paper.cfg.width, paper.cfg.d_width, paper.cfg.batch_size) == (32, 64, 2)
+    assert quick.cfg.lr == paper.cfg.lr == 1e-4 and quick.patch_size == paper.patch_size == 32  # not profiled
     assert paper.fc_width == default_fc_width(64, 32) == 1024 and quick.fc_width == default_fc_width(64, 8) == 256
     assert (quick.total_steps, paper.total_steps) == (220, 100_000)  # the budget comes from the context
     assert paper.adversarial_start() == 30_000
@@ -156,7 +156,7 @@ def test_quick_profile_overrides_and_paper_defaults(make_context):
 
 def test_options_are_cast_and_checked(make_context):
     method = GFCMethod(make_context(GFCMethod, 32, total_steps=10, width="4", fc_width="24", recon_only_fraction="0.5"))
-    assert (method.width, method.fc_width, method.adversarial_start()) == (4, 24, 5)
+    assert (method.cfg.width, method.fc_width, method.adversarial_start()) == (4, 24, 5)
     assert method.G.fc[1].out_features == 24
     for bad in ({"width": 0}, {"recon_only_fraction": 1.5}, {"beta1": 1.0}, {"lr": -1}, {"patch_size": 8}):
         with pytest.raises(OptionError, match=next(iter(bad))):

@@ -97,9 +97,9 @@ def test_checkpoint_round_trip(make_context, make_train_data):
 def test_quick_profile_overrides_and_paper_defaults(make_context):
     quick = GnIptMethod(make_context(GnIptMethod, 64, profile="quick"))
     paper = GnIptMethod(make_context(GnIptMethod, 64, profile="paper"))
-    assert (quick.width, quick.d_width, quick.batch_size, quick.d_steps) == (8, 16, 4, 1)
-    assert (paper.width, paper.d_width, paper.batch_size, paper.d_steps) == (32, 64, 16, 5)
-    assert quick.lr == paper.lr == 1e-4 and quick.patch_size == paper.patch_size == 32  # not profiled
+    assert (quick.cfg.width, quick.cfg.d_width, quick.cfg.batch_size, quick.cfg.d_steps) == (8, 16, 4, 1)
+    assert (paper.cfg.width, paper.cfg.d_width, paper.cfg.batch_size, paper.cfg.d_steps) == (32, 64, 16, 5)
+    assert quick.cfg.lr == paper.cfg.lr == 1e-4 and quick.patch_size == paper.patch_size == 32  # not profiled
     assert GnIptMethod.steps_for("quick") == 160 and GnIptMethod.steps_for("paper") == 100_000
 
 

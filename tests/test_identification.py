@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from baselines import lightcnn as idm
 from bench.data.types import FaceSet
-from bench.identification import lightcnn as idm
 from bench.identification import protocol
 
 

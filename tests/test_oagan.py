@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from bench.data.types import OFFICIAL_ATTRIBUTES, PAPER_ATTRIBUTES
+from bench.nn.critic import LabelCritic
 from bench.nn.two_path import TwoPathGenerator
 from oagan import losses as L
-from oagan.discriminator import OAGANDiscriminator
 from oagan.generator import OAGANGenerator
 from oagan.method import OAGANMethod, OAGANOptions, is_natural_step, natural_fraction
 from tests.util import check_bit_exact_resume
@@ -72,7 +72,7 @@ def test_generator_matches_table1_at_paper_size():
 
 
 def test_discriminator_matches_table2():
-    d = OAGANDiscriminator(image_size=128, width=64, n_attributes=10)
+    d = LabelCritic(image_size=128, width=64, n_attributes=10)
     convs = [m for m in d.features if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1024, 2048]
     shapes = _shapes(d, ["features.1", "features", "adv_head", "attr_head"], torch.rand(1, 3, 128, 128))
@@ -85,7 +85,7 @@ def test_discriminator_matches_table2():
     layers = sum(_conv_params(c.in_channels, c.out_channels, 4, norm=False, bias=True) for c in convs)
     expected = layers + 2048 * 9 + 2048 * 10 * 4
     assert sum(p.numel() for p in d.parameters()) == expected == 44_803_008
-    small = OAGANDiscriminator(image_size=64, width=32, n_attributes=7)
+    small = LabelCritic(image_size=64, width=32, n_attributes=7)
     out = small(torch.rand(2, 3, 64, 64))
     assert out.adv.shape == (2, 1, 2, 2) and out.attr.shape == (2, 7)
     assert small.critic(torch.rand(2, 3, 64, 64)).shape == (2,)
@@ -280,7 +280,7 @@ def test_checkpoint_round_trip(make_context, make_train_data):
     x = data.paired(2).occluded
     ra, rb = a.restore(x, None), b.restore(x, None)
     assert torch.equal(ra.images, rb.images) and torch.equal(ra.masks, rb.masks)
-    sa, sb = a.opt_G.state_dict()["state"], b.opt_G.state_dict()["state"]
+    sa, sb = a.opt_g.state_dict()["state"], b.opt_g.state_dict()["state"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 

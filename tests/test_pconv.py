@@ -123,12 +123,12 @@ def test_finetune_phase_freezes_encoder_bn(make_context, make_train_data):
     method = PConvMethod(make_context(PConvMethod, 32, total_steps=4, width=4, batch_size=2, finetune_fraction=0.5))
     method.setup_training(make_train_data(32, n=4))
     method.train_step(0)
-    assert method.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
+    assert method.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4)
     bn = method.net.encoder[1].bn
     assert bn.training and bn.weight.requires_grad
     before = bn.running_mean.clone(), bn.weight.detach().clone()
     method.train_step(2)
-    assert method.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
+    assert method.opt_g.param_groups[0]["lr"] == pytest.approx(5e-5)
     assert not bn.training and not bn.weight.requires_grad
     assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.weight, before[1])
     assert method.net.decoder[1].bn.training  # decoder BN keeps training
@@ -146,7 +146,7 @@ def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_
     def total() -> float:
         with torch.no_grad():
             terms = method.losses(batch.clean * (1 - hole), batch.clean, hole)
-        return sum(method.weights[k] * v for k, v in terms.items()).item()
+        return sum(method.weights()[k] * v for k, v in terms.items()).item()
 
     method.net.train()
     start = total()
@@ -163,7 +163,7 @@ def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_
     clone.load_state_dict(state)
     images, mask = _holed_batch(32)
     assert torch.equal(clone.restore(images, mask).images, method.restore(images, mask).images)
-    a, b = method.optimizer.state_dict(), clone.optimizer.state_dict()
+    a, b = method.opt_g.state_dict(), clone.opt_g.state_dict()
     assert a["param_groups"] == b["param_groups"]
     assert all(torch.equal(a["state"][k]["exp_avg"], b["state"][k]["exp_avg"]) for k in a["state"])
 
@@ -171,8 +171,8 @@ def test_training_lowers_the_loss_and_checkpoint_round_trips(make_context, make_
 def test_quick_profile_overrides_and_paper_defaults(make_context):
     quick = PConvMethod(make_context(PConvMethod, 64, profile="quick"))
     paper = PConvMethod(make_context(PConvMethod, 64, profile="paper"))
-    assert (quick.width, quick.batch_size) == (16, 4) and (paper.width, paper.batch_size) == (64, 6)
-    assert quick.layers == paper.layers == 6 and quick.lr == paper.lr == 2e-4  # not profiled
+    assert (quick.cfg.width, quick.cfg.batch_size) == (16, 4) and (paper.cfg.width, paper.cfg.batch_size) == (64, 6)
+    assert quick.layers == paper.layers == 6 and quick.cfg.lr == paper.cfg.lr == 2e-4  # not profiled
     assert (quick.total_steps, paper.total_steps) == (150, 100_000)
     assert paper.finetune_start() == 75_000
 
@@ -196,7 +196,7 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
     resumed run freezes the encoder BN and lowers the lr exactly as the uninterrupted one did."""
     options = dict(width=4, batch_size=2, finetune_fraction=0.5)
     method = check_bit_exact_resume(PConvMethod, options, 4, 3, tmp_path, make_context, lambda: make_train_data(32, 8))
-    assert method.net.freeze_encoder_bn and method.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
+    assert method.net.freeze_encoder_bn and method.opt_g.param_groups[0]["lr"] == pytest.approx(5e-5)
 
 
 def test_plugin_registers_without_importing_torch():

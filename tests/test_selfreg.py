@@ -12,9 +12,9 @@ from torch import nn
 import baselines.selfreg
 from baselines.selfreg import SelfRegMethod, TwoBranchGenerator, lpips_distance
 from bench.nn.losses import perceptual_loss
+from bench.nn.schedules import linear_decay
 from bench.nn.two_path import GeneratorOutput, TwoPathGenerator
 from bench.options import OptionError
-from bench.training import linear_decay
 from tests.util import check_bit_exact_resume, same_state
 
 TINY = dict(width=4, res_blocks=1, d_width=4, batch_size=2)
@@ -214,7 +214,7 @@ def test_killed_and_resumed_training_is_bit_identical(make_context, make_train_d
     method = check_bit_exact_resume(
         SelfRegMethod, options, 4, 2, tmp_path, make_context, lambda: make_train_data(32, 8)
     )
-    assert method.opt_G.param_groups[0]["lr"] == pytest.approx(linear_decay(3, 4, method.cfg.lr, 0.5))
+    assert method.opt_g.param_groups[0]["lr"] == pytest.approx(linear_decay(3, 4, method.cfg.lr, 0.5))
 
 
 def test_quick_and_paper_profiles(make_context):
@@ -223,7 +223,7 @@ def test_quick_and_paper_profiles(make_context):
     assert (paper.width, paper.res_blocks, paper.d_width, paper.batch_size) == (64, 6, 64, 4)
     assert (paper.lr, paper.lambda_reg, paper.lambda_attention, paper.lambda_attention_tv) == (2e-4, 1.0, 0.0, 0.0)
     assert (paper.gan_mode, paper.pool_size, paper.reg_layers, paper.branches) == ("lsgan", 50, 3, "shared")
-    for key, value in baselines.selfreg.QUICK.items():
+    for key, value in baselines.selfreg.SelfRegOptions.profiles["quick"].items():
         assert getattr(quick, key) == value
     assert quick.width < paper.width and quick.lambda_attention > 0
     assert SelfRegMethod.steps_for("quick") == 300 and SelfRegMethod.steps_for("paper") == 100_000

@@ -1,5 +1,7 @@
 """Yeh et al.: DCGAN shapes, training steps, context weights, latent search, blending, checkpoints."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -166,9 +168,16 @@ def test_options_reach_the_search(make_context):
 def test_quick_profile_overrides_and_paper_defaults(make_context):
     quick = YehMethod(make_context(YehMethod, 64, profile="quick"))
     paper = YehMethod(make_context(YehMethod, 64, profile="paper"))
-    assert (quick.width, quick.batch_size, quick.search.iterations, quick.search.candidates) == (16, 32, 100, 4)
-    assert (paper.width, paper.batch_size, paper.search.iterations, paper.search.candidates) == (64, 64, 1500, 16)
-    assert quick.z_dim == paper.z_dim == 100 and quick.search_batch == paper.search_batch == 256  # not profiled
+    assert (quick.cfg.width, quick.cfg.batch_size, quick.search.iterations, quick.search.candidates) == (16, 32, 100, 4)
+    assert (paper.cfg.width, paper.cfg.batch_size, paper.search.iterations, paper.search.candidates) == (
+        64,
+        64,
+        1500,
+        16,
+    )
+    assert (
+        quick.cfg.z_dim == paper.cfg.z_dim == 100 and quick.cfg.search_batch == paper.cfg.search_batch == 256
+    )  # not profiled
     assert YehMethod.steps_for("quick") == 200 and YehMethod.steps_for("paper") == 60_000
 
 
@@ -194,9 +203,9 @@ def test_restore_is_per_face_not_per_batch(make_context):
     with torch.no_grad():
         together = method.restore(images, mask).images
         torch.manual_seed(123)
-        swapped = method.restore(images[[2, 0]], mask[[2, 0]]).images
+        swapped = method.restore(images[[2, 0, 1]], mask[[2, 0, 1]]).images  # same batch size: same kernels
         alone = method.restore(images[2:], mask[2:]).images
-        method.search_batch = TINY["candidates"]  # one face per search chunk
+        method.cfg = dataclasses.replace(method.cfg, search_batch=TINY["candidates"])  # one face per search chunk
         chunked = method.restore(images, mask).images
     assert torch.equal(swapped[0], together[2]) and torch.equal(swapped[1], together[0])
     assert torch.allclose(alone[0], together[2], atol=1e-6)  # another batch size may take other kernels

@@ -1,9 +1,9 @@
-"""OA-GAN discriminator (paper Table II): a StarGAN/PatchGAN critic with an attribute head.
+"""The StarGAN critic with a label head, shared by OA-GAN (its Table II) and GANimation (its official critic).
 
 Strided 4x4 convs (LeakyReLU 0.01, no normalisation: WGAN-GP forbids batch statistics) halve the
 image until a 2x2 map remains (6 layers at 128 px, 5 at 64 px), doubling channels from ``width``
-(64 -> 2048 at 128 px). Heads: a 3x3 conv to one channel (the critic's patch map, Eq. 3's L_adv) and
-a conv whose kernel covers the whole final map, giving one value per attribute (L_attr, an MSE).
+(64 -> 2048 at 128 px). Heads: a 3x3 conv to one channel (the critic's patch map) and a conv whose kernel
+covers the whole final map, giving one value per label (OA-GAN's attributes, GANimation's condition).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 class CriticOutput(NamedTuple):
     adv: torch.Tensor  # [B,1,k,k] patch scores (the critic value is their mean)
-    attr: torch.Tensor | None  # [B,A] attribute regressions; None when A = 0
+    attr: torch.Tensor | None  # [B,A] label regressions; None when A = 0
 
 
 def critic_layers(image_size: int) -> int:
@@ -25,7 +25,9 @@ def critic_layers(image_size: int) -> int:
     return max(1, int(math.log2(image_size)) - 1)
 
 
-class OAGANDiscriminator(nn.Module):
+class LabelCritic(nn.Module):
+    """Patch critic plus a regression head over ``n_attributes`` labels (none when 0)."""
+
     def __init__(self, image_size: int = 128, width: int = 64, n_attributes: int = 10) -> None:
         super().__init__()
         n_layers = critic_layers(image_size)

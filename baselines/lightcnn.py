@@ -1,10 +1,11 @@
-"""LightCNN-9, the recognizer of the paper's Fig. 12.
+"""LightCNN-9, the recognizer of the paper's Fig. 12 (docs/methods.md section 10).
 
 LightCNN-9 (Wu et al., "A Light CNN for Deep Face Representation with Noisy Labels") is registered in
 timm's model registry as ``lightcnn9`` so the released ``LightCNN_9Layers_checkpoint.pth.tar`` loads from
 a local file with ``pretrained_cfg_overlay=dict(file=...)``; without weights the harness trains one
-(:class:`LightCNNRecognizer`, the recognizer plugin ``lightcnn9``).
-timm is imported only when the registry is needed (importing it costs seconds).
+(:class:`LightCNNRecognizer`, the recognizer plugin ``lightcnn9`` registered by ``plugins/lightcnn.py``). A model
+like the methods beside it: the harness (``bench.identification``) holds only the recognizer interface and the
+protocol. timm is imported only when the registry is needed (importing it costs seconds).
 """
 
 from __future__ import annotations
