@@ -2,7 +2,8 @@
 
 Public API for method authors (kept torch-free at import time):
 ``bench.hookimpl``, ``bench.method`` (MethodSpec, Method, MethodContext, Restoration),
-``bench.data.types`` (FaceSet, TrainData), ``bench.training`` and ``bench.nn``.
+``bench.data.types`` (FaceSet, TrainData), ``bench.training`` and ``bench.nn``; ``bench.errors`` (``BenchError``,
+the root of every error whose one line the CLI prints).
 """
 
 from bench.hookspecs import hookimpl

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.markup import escape
 
-from bench.planning import RunConfig, RunError, check_profile, plan
+from bench.errors import BenchError
+from bench.planning import RunConfig, check_profile, plan_run
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -66,10 +67,7 @@ def list_plugins(
 
     reg = plugins.registry()
     if method is not None:
-        try:
-            reg.get(method)
-        except KeyError as exc:
-            _fail(exc.args[0])
+        reg.get(method)
     if options:
         _list_options(reg, [method] if method else sorted(reg.methods), profile, as_json)
         return
@@ -171,20 +169,12 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
     """The declared options of each method, with the defaults ``profile`` resolves to (variants included)."""
     import json
 
-    from bench.options import OptionError
-
-    try:
-        check_profile(profile)
-    except RunError as exc:
-        _fail(str(exc))
+    check_profile(profile)
     tables = {}
     for name in names:
         spec = reg.get(name)
-        try:
-            cls = spec.load()
-            resolved = cls.Options.resolve(profile, spec.options, method=name).as_dict()
-        except (ImportError, AttributeError, OptionError) as exc:
-            _fail(f"method {name!r}: cannot read its options ({exc})")
+        cls = spec.load()
+        resolved = cls.Options.resolve(profile, spec.options, method=name).as_dict()
         rows = cls.Options.describe()
         for row in rows:
             row["default"] = resolved[row["name"]]
@@ -217,6 +207,11 @@ def _default(name: str) -> Any:
     return ",".join(value) if isinstance(value, list) else value
 
 
+def _opt(name: str, panel: str, help: str, *flags: str) -> Any:
+    """The ``bench run`` option of RunConfig's field ``name``: its default from the declaration, its help and panel."""
+    return typer.Option(_default(name), *flags, help=help, rich_help_panel=panel)
+
+
 def _given(command: typer.Context) -> set[str]:
     """The options the user set (on the command line or from the environment), not left at their default."""
     return {n for n in command.params if command.get_parameter_source(n).name not in ("DEFAULT", "DEFAULT_MAP")}
@@ -232,21 +227,19 @@ METHODS, DATA, TRAINING, IDENTIFICATION, SPEED, OUTPUT = (
 )
 
 
+# Long for a reason (its docstring is the --help text): typer reads options from the signature, one line per
+# RunConfig field with the field's own default (_opt); the body passes them on by name.
 @app.command()
 def run(
     command: typer.Context,
-    methods: str = typer.Option(
-        "oagan,pconv", "--methods", "-m", help="Methods, comma-separated (see `bench list`).", rich_help_panel=METHODS
-    ),
-    mask_source: str = typer.Option(
-        _default("mask_source"),
-        help="Masks for methods that need one, comma-separated: gt (the oracle) and/or methods that predict a "
+    methods: str = _opt("methods", METHODS, "Methods, comma-separated (see `bench list`).", "--methods", "-m"),
+    mask_source: str = _opt(
+        "mask_source",
+        METHODS,
+        "Masks for methods that need one, comma-separated: gt (the oracle) and/or methods that predict a "
         "mask (oagan: the paper's Fig. 10).",
-        rich_help_panel=METHODS,
     ),
-    mask_threshold: float = typer.Option(
-        _default("mask_threshold"), help="Binarization threshold of predicted masks.", rich_help_panel=METHODS
-    ),
+    mask_threshold: float = _opt("mask_threshold", METHODS, "Binarization threshold of predicted masks."),
     opt: list[str] = typer.Option(
         [],
         "--opt",
@@ -254,78 +247,43 @@ def run(
         help="key=value (every method) or method.key=value; repeatable (see `bench list --options`).",
         rich_help_panel=METHODS,
     ),
-    dataset: str = typer.Option(
-        _default("dataset"), help="synthetic (embedded) or a CelebA folder (official layout).", rich_help_panel=DATA
+    dataset: str = _opt("dataset", DATA, "synthetic (embedded) or a CelebA folder (official layout)."),
+    image_size: int | None = _opt("image_size", DATA, "Image size in px (default: the profile's)."),
+    data_limit: int | None = _opt("data_limit", DATA, "At most this many images per split."),
+    limit: int | None = _opt("limit", DATA, "Score at most this many samples per test split."),
+    occluders: Path | None = _opt("occluders", DATA, "Folder of extra RGBA PNG occluders."),
+    natural_folder: Path | None = _opt("natural_folder", DATA, "Your own occluded faces (scored as test_natural)."),
+    allow_partial: bool = _opt(
+        "allow_partial",
+        DATA,
+        "CelebA: accept annotation files and images that disagree, loading the images all of them have.",
+        "--allow-partial",
     ),
-    image_size: int | None = typer.Option(
-        _default("image_size"), help="Image size in px (default: the profile's).", rich_help_panel=DATA
+    seed: int = _opt("seed", DATA, "Seed of data generation and training."),
+    profile: str = _opt(
+        "profile", TRAINING, "quick (CPU, 64 px, minutes), standard (CPU, 64 px, ~25 min a method) or paper (128 px)."
     ),
-    data_limit: int | None = typer.Option(
-        _default("data_limit"), help="At most this many images per split.", rich_help_panel=DATA
+    steps: int | None = _opt("steps", TRAINING, "Training steps per method (default: its profile's)."),
+    time_budget: float | None = _opt("time_budget", TRAINING, "Wall-clock cap on each method's training (s)."),
+    weights_dir: Path | None = _opt("weights_dir", TRAINING, "Folder of local pretrained files (vgg16.pth)."),
+    identification: bool = _opt(
+        "identification", IDENTIFICATION, "Also score rank-1..5 face identification.", "--identification"
     ),
-    limit: int | None = typer.Option(
-        _default("limit"), help="Score at most this many samples per test split.", rich_help_panel=DATA
+    id_model: str = _opt(
+        "id_model", IDENTIFICATION, escape("Recognizers, comma-separated (dlib: pip install -e '.[face]').")
     ),
-    occluders: Path | None = typer.Option(
-        _default("occluders"), help="Folder of extra RGBA PNG occluders.", rich_help_panel=DATA
+    id_weights: Path | None = _opt(
+        "id_weights", IDENTIFICATION, "Recognizer weights file (LightCNN-9: the official layout)."
     ),
-    natural_folder: Path | None = typer.Option(
-        _default("natural_folder"), help="Your own occluded faces (scored as test_natural).", rich_help_panel=DATA
+    id_steps: int | None = _opt("id_steps", IDENTIFICATION, "Recognizer training steps (default: its profile's)."),
+    device: str = _opt("device", SPEED, "auto, cpu or cuda."),
+    batch_size: int = _opt("batch_size", SPEED, "Evaluation batch size."),
+    precision: str = _opt("precision", SPEED, "fp32, or bf16 autocast (GPU)."),
+    channels_last: bool = _opt(
+        "channels_last", SPEED, "Channels-last networks (training and inference).", "--channels-last"
     ),
-    seed: int = typer.Option(_default("seed"), help="Seed of data generation and training.", rich_help_panel=DATA),
-    profile: str = typer.Option(
-        _default("profile"),
-        help="quick (CPU, 64 px, minutes), standard (CPU, 64 px, ~25 min a method) or paper (128 px).",
-        rich_help_panel=TRAINING,
-    ),
-    steps: int | None = typer.Option(
-        _default("steps"), help="Training steps per method (default: its profile's).", rich_help_panel=TRAINING
-    ),
-    time_budget: float | None = typer.Option(
-        _default("time_budget"), help="Wall-clock cap on each method's training (s).", rich_help_panel=TRAINING
-    ),
-    weights_dir: Path | None = typer.Option(
-        _default("weights_dir"), help="Folder of local pretrained files (vgg16.pth).", rich_help_panel=TRAINING
-    ),
-    identification: bool = typer.Option(
-        _default("identification"),
-        "--identification",
-        help="Also score rank-1..5 face identification.",
-        rich_help_panel=IDENTIFICATION,
-    ),
-    id_model: str = typer.Option(
-        _default("id_model"),
-        help=escape("Recognizers, comma-separated (dlib: pip install -e '.[face]')."),
-        rich_help_panel=IDENTIFICATION,
-    ),
-    id_weights: Path | None = typer.Option(
-        _default("id_weights"),
-        help="Recognizer weights file (LightCNN-9: the official layout).",
-        rich_help_panel=IDENTIFICATION,
-    ),
-    id_steps: int | None = typer.Option(
-        _default("id_steps"),
-        help="Recognizer training steps (default: its profile's).",
-        rich_help_panel=IDENTIFICATION,
-    ),
-    device: str = typer.Option(_default("device"), help="auto, cpu or cuda.", rich_help_panel=SPEED),
-    batch_size: int = typer.Option(_default("batch_size"), help="Evaluation batch size.", rich_help_panel=SPEED),
-    precision: str = typer.Option(_default("precision"), help="fp32, or bf16 autocast (GPU).", rich_help_panel=SPEED),
-    channels_last: bool = typer.Option(
-        _default("channels_last"),
-        "--channels-last",
-        help="Channels-last networks (training and inference).",
-        rich_help_panel=SPEED,
-    ),
-    compile: bool = typer.Option(
-        _default("compile"),
-        "--compile",
-        help="torch.compile networks for inference (pays on long runs).",
-        rich_help_panel=SPEED,
-    ),
-    output: Path = typer.Option(
-        _default("output"), help="Output root (runs/, checkpoints/, cache/).", rich_help_panel=OUTPUT
-    ),
+    compile: bool = _opt("compile", SPEED, "torch.compile networks for inference (pays on long runs).", "--compile"),
+    output: Path = _opt("output", OUTPUT, "Output root (runs/, checkpoints/, cache/)."),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Print only the report's path (stdout).", rich_help_panel=OUTPUT
     ),
@@ -338,44 +296,23 @@ def run(
 
     from bench import plugins
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    console = Console(stderr=True, quiet=quiet or as_json)
+    console = Console(stderr=True, quiet=quiet or as_json, soft_wrap=True)
+    fields = {name: value for name, value in command.params.items() if name in RunConfig.__dataclass_fields__}
     try:
-        config = RunConfig(
-            methods=names,
-            dataset=dataset,
-            profile=profile,
-            image_size=image_size,
-            mask_source=mask_source,
-            mask_threshold=mask_threshold,
-            device=device,
-            seed=seed,
-            output=output,
-            steps=steps,
-            time_budget=time_budget,
-            options=_parse_options(opt),
-            weights_dir=weights_dir,
-            limit=limit,
-            occluders=occluders,
-            batch_size=batch_size,
-            data_limit=data_limit,
-            natural_folder=natural_folder,
-            identification=identification,
-            id_weights=id_weights,
-            id_steps=id_steps,
-            id_model=id_model,
-            precision=precision,
-            channels_last=channels_last,
-            compile=compile,
-        )
+        config = RunConfig(**fields, options=_parse_options(opt))
         registry = plugins.registry()
-        plan(config, registry, _given(command))  # names only: a typo is refused before torch is imported
-        from bench.runner import Runner, check_recognizers
+        plan = plan_run(  # names only: a typo is refused before torch is imported
+            registry,
+            config.methods,
+            profile=config.profile,
+            mask_source=config.mask_source,
+            config=config,
+            given=_given(command),
+        )
+        from bench.runner import Runner
 
-        if config.identification:
-            check_recognizers(config, registry)
-        store = Runner(config, argv=sys.argv, console=console).run()
-    except (RunError, FileNotFoundError, ValueError) as exc:
+        store = Runner(config, argv=sys.argv, console=console, plan=plan).run()
+    except (BenchError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     report = _render([store.root], None, 8, console)
     ctx = report.runs[0]
@@ -430,7 +367,7 @@ def report(
         if not candidates:
             _fail(f"no runs under {results / 'runs'}; run `bench run` first or name a run folder")
         runs = [candidates[-1].parent]
-    done = _render(runs, output, examples, Console(stderr=True, quiet=quiet or as_json))
+    done = _render(runs, output, examples, Console(stderr=True, quiet=quiet or as_json, soft_wrap=True))
     if as_json:
         import json
 
@@ -450,18 +387,20 @@ def data_preview(
 ) -> None:
     """Write a PNG grid of faces, synthetic and natural occlusions and their masks."""
     from bench.data.preview import preview_grid
-    from bench.runner import resolve_dataset
+    from bench.data.resolve import DataConfig, resolve_data
+    from bench.planning import check_image_size
 
     if n < 1:
         _fail(f"--n must be at least 1, got {n}")
     try:
-        bench, _ = resolve_dataset(
-            RunConfig(methods=["preview"], dataset=dataset, image_size=size, seed=seed, occluders=occluders)
-        )
-    except (RunError, FileNotFoundError, ValueError) as exc:
+        check_image_size("--size", size)
+        if dataset != "synthetic" and not Path(dataset.removeprefix("celeba:")).expanduser().is_dir():
+            _fail(f"--dataset {dataset!r}: no such folder; use 'synthetic' or a CelebA folder")
+        data = resolve_data(DataConfig(dataset, size, seed, occluders=occluders))
+    except (BenchError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
-    preview_grid(bench, out, n=n)
+    preview_grid(data.bench, out, n=n)
     typer.echo(str(out))
 
 
@@ -471,7 +410,7 @@ def study_export(
     methods: str = typer.Option(
         ..., "--methods", "-m", help="Comma-separated labels to compare (e.g. oagan,pconv@oagan)."
     ),
-    items: int = typer.Option(300, help="Faces per participant (paper: 300)."),
+    items: int | None = typer.Option(None, help="Faces per participant (default: the paper's 300, or all if fewer)."),
     participants: int = typer.Option(3, help="Participants (paper: 3)."),
     split: str = typer.Option("test_natural", help="Which test split to show."),
     seed: int = typer.Option(0),
@@ -534,7 +473,7 @@ def perf(
             profile=profile,
             accel=Acceleration(precision, channels_last, compile),
         )
-    except (RunError, ValueError) as exc:
+    except (BenchError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -559,8 +498,6 @@ def main() -> None:
     import signal
     import warnings
 
-    from bench.plugins import PluginError
-
     def terminated(signum, frame) -> None:  # SIGTERM (a scheduler, `timeout`) ends a run like Ctrl-C
         raise KeyboardInterrupt
 
@@ -581,8 +518,8 @@ def main() -> None:
             raise
         typer.echo(f"error: {line}", err=True)
         sys.exit(2)
-    except PluginError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except BenchError as exc:  # every error a user can fix: its one line
+        typer.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
         sys.exit(2)
     if code == 130:  # Ctrl-C (typer turns it into exit code 130)
         typer.echo(INTERRUPTED, err=True)

@@ -6,22 +6,26 @@ one would. A method whose ``restore`` returns NaN or inf fails with one line and
 scored; values outside [0, 1] are clamped for the saved PNG and counted per image (``out_of_range``).
 
 Scoring is pipelined: while the method restores batch k+1, one worker thread scores batch k, writes its PNGs and
-appends its rows (rows only once every PNG is on disk), so on a GPU the metrics cost no wall time and on a CPU
-they fill the cores the forward pass leaves idle. At most one batch is in flight; each split ends with a flush,
-which re-raises a failed write (a full disk) before the next split reads what is done.
+appends its rows (rows only once every PNG is on disk; each row records its PNGs' sha256), so on a GPU the
+metrics cost no wall time and on a CPU they fill the cores the forward pass leaves idle. At most one batch is in
+flight; each split ends with a flush, which re-raises a failed write (a full disk) before the next split reads
+what is done.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from bench.data.types import Benchmark, FaceSet
-from bench.io import read_png, write_png
+from bench.errors import BenchError
+from bench.io import file_sha256, read_png, write_png
 from bench.planning import ORACLE, Job, RunError
 from bench.runstore import RunStore
 
@@ -30,7 +34,7 @@ _WRITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bench-png")  # c
 _SCORER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-score")  # one batch scored at a time, in order
 
 
-class MethodOutputError(RuntimeError):
+class MethodOutputError(BenchError):
     """A method returned something the protocol cannot score (NaN, inf, a wrong shape)."""
 
 
@@ -55,6 +59,12 @@ def store_inputs(store: RunStore, splits: dict[str, FaceSet]) -> None:
             if faces.masks is not None:
                 write_png(store.input_path(split, "mask", sid), faces.masks[i] * 255)
             write_png(path, faces.images[i])
+
+
+def _write_png(path, image: np.ndarray) -> str:
+    """Write one prediction PNG; its sha256 (read back from the page cache), which the row scoring it records."""
+    write_png(path, image)
+    return file_sha256(path)
 
 
 def check_output(label: str, images, masks, expected: tuple[int, ...]) -> None:
@@ -86,16 +96,47 @@ def seeded_restore(method, x, m, device, seed: int, precision: str = "fp32"):
     import torch
 
     from bench.acceleration import autocast
+    from bench.method import Restoration
 
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         with autocast(device, precision):
-            return method.restore(x, m)
+            out = method.restore(x, m)
+    if not isinstance(out, Restoration) or not isinstance(out.images, torch.Tensor):
+        got = type(out).__name__ if not isinstance(out, Restoration) else f"images of type {type(out.images).__name__}"
+        raise MethodOutputError(
+            f"{type(method).__name__}.restore() returned {got}; it must return bench.method.Restoration(images, "
+            "masks): images a [B,3,H,W] tensor in [0, 1], masks a [B,1,H,W] tensor or None (fix the method)"
+        )
+    return out
 
 
 def binarise(masks: np.ndarray, threshold: float) -> np.ndarray:
     """uint8 masks (0-255) as the {0, 1} masks fed to a mask-requiring method: above ``threshold`` in [0, 1]."""
     return (masks.astype(np.float32) / 255.0 > threshold).astype(np.uint8)
+
+
+def fed_mask(
+    store: RunStore,
+    source: str,
+    split: str,
+    sample: str,
+    threshold: float,
+    size: int,
+    true_mask: Callable[[], np.ndarray],
+) -> np.ndarray:
+    """The binary mask (uint8 {0,1}, [H,W]) a mask-requiring method is fed for one sample, the paper's Fig. 10
+    protocol, shared by the evaluation and the report's grids: from the oracle, ``true_mask()`` (nothing on clean
+    faces); from a mask source, its saved predicted mask binarised at ``threshold``."""
+    if source == ORACLE:
+        return np.zeros((size, size), np.uint8) if split == "test_clean" else true_mask()
+    path = store.prediction_path(source, split, sample, mask=True)
+    if not path.exists():
+        raise RunError(
+            f"mask source {source!r} has no mask for {split}/{sample} ({path}); {source} must be evaluated "
+            "(without failing) before the methods it feeds"
+        )
+    return binarise(read_png(path), threshold)
 
 
 class Evaluator:
@@ -133,7 +174,13 @@ class Evaluator:
                 continue
             if job.spec.needs_mask and job.mask_source == ORACLE and split != "test_clean" and faces.masks is None:
                 continue  # no oracle mask exists for real natural occlusions
-            self.store.repair_rows(job.label)
+            dropped = self.store.repair_rows(job.label)
+            if dropped:
+                warnings.warn(
+                    f"{self.store.metrics_path(job.label)}: {dropped} row(s) cut short, damaged, not matching their "
+                    "digests or without their image were dropped; those samples are recomputed",
+                    stacklevel=1,
+                )
             done = self.store.done_ids(job.label, split)
             mine = np.arange(self.rank, len(faces), self.world)  # strided shard by sample index
             try:
@@ -174,39 +221,39 @@ class Evaluator:
         without its image)."""
         from bench import metrics
 
-        writes = [
-            _WRITER.submit(write_png, self.store.prediction_path(job.label, split, faces.ids[i]), pred[j])
-            for j, i in enumerate(idx)
-        ]
+        path = self.store.prediction_path
+        images = [_WRITER.submit(_write_png, path(job.label, split, faces.ids[i]), pred[j]) for j, i in enumerate(idx)]
+        masks = []
         if pred_mask is not None:
-            writes += [
-                _WRITER.submit(write_png, self.store.prediction_path(job.label, split, faces.ids[i], mask=True), m)
+            masks = [
+                _WRITER.submit(_write_png, path(job.label, split, faces.ids[i], mask=True), m)
                 for m, i in zip(pred_mask, idx, strict=True)
             ]
         rows = self.rows(job, split, faces, idx, pred, pred_mask, seconds, metrics)
-        for row, frac in zip(rows, outside, strict=True):
+        for j, (row, frac) in enumerate(zip(rows, outside, strict=True)):
             row["out_of_range"] = float(frac)
-        for write in writes:
-            write.result()  # re-raises a failed write (a full disk) before any row claims the sample done
+            # .result() re-raises a failed write (a full disk) before any row claims the sample done
+            row["png_sha256"] = images[j].result()
+            if masks:
+                row["mask_sha256"] = masks[j].result()
         self.store.append_rows(job.label, rows)
 
     def masks_for(self, job: Job, split: str, faces: FaceSet, idx: np.ndarray) -> np.ndarray:
-        """Binary masks (uint8 {0,1}) fed to a mask-requiring method: the oracle's, or a mask source's
-        predictions binarised at ``mask_threshold`` (the paper's Fig. 10 protocol)."""
-        if job.mask_source == ORACLE:
-            if split == "test_clean":
-                return np.zeros((len(idx), faces.size, faces.size), np.uint8)
-            return faces.masks[idx]
-        masks = []
-        for i in idx:
-            path = self.store.prediction_path(job.mask_source, split, faces.ids[i], mask=True)
-            if not path.exists():
-                raise RunError(
-                    f"mask source {job.mask_source!r} has no mask for {split}/{faces.ids[i]} ({path}); "
-                    f"{job.mask_source} must be evaluated (without failing) before {job.label}"
+        """The binary masks fed to a mask-requiring method for samples ``idx`` (:func:`fed_mask`)."""
+        return np.stack(
+            [
+                fed_mask(
+                    self.store,
+                    job.mask_source,
+                    split,
+                    faces.ids[i],
+                    self.mask_threshold,
+                    faces.size,
+                    lambda i=i: faces.masks[i],
                 )
-            masks.append(binarise(read_png(path), self.mask_threshold))
-        return np.stack(masks)
+                for i in idx
+            ]
+        )
 
     def rows(self, job, split, faces, idx, pred, pred_mask, seconds, metrics) -> list[dict[str, Any]]:
         target = faces.images[idx] if split == "test_clean" else (None if faces.clean is None else faces.clean[idx])

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import FolderBusy
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -126,10 +128,6 @@ def disk_error_line(exc: OSError) -> str | None:
         f"cannot write {where}: {cause}; free space or choose another --output folder, then run the same "
         "command again (finished work is kept and resumed)"
     )
-
-
-class FolderBusy(RuntimeError):
-    """Another process holds a folder's lock; the message names it."""
 
 
 class FolderLock:

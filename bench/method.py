@@ -8,14 +8,13 @@ with **1 = occluded**. Methods convert to their own ranges internally.
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from bench.options import Options, for_profile
+from bench.registry import PluginSpec, check_name
 
 if TYPE_CHECKING:
     import torch
@@ -23,19 +22,6 @@ if TYPE_CHECKING:
     from bench.data.types import TrainData
 
 TRAINING_DATA = ("paired", "natural", "clean")
-# The one grammar of method names: ``name`` or ``name:variant``, lowercase letters, digits and ``_``,
-# starting with a letter. Names become folder and file names, so nothing else is allowed.
-METHOD_NAME = re.compile(r"[a-z][a-z0-9_]*(?::[a-z][a-z0-9_]*)?")
-
-
-def check_method_name(name: str) -> str:
-    """``name`` when it follows the grammar, else one clear error."""
-    if not isinstance(name, str) or not METHOD_NAME.fullmatch(name):
-        raise ValueError(
-            f"method name {name!r} is not valid: use 'name' or 'name:variant' made of lowercase letters, "
-            "digits and '_', starting with a letter"
-        )
-    return name
 
 
 def base_name(name: str) -> str:
@@ -44,10 +30,11 @@ def base_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class MethodSpec:
+class MethodSpec(PluginSpec):
     """What a plugin registers. Cheap to build: nothing is imported until :meth:`load`."""
 
-    name: str  # "oagan", or a variant "oagan:no_style" (see METHOD_NAME)
+    kind: ClassVar[str] = "method"
+    name: str  # "oagan", or a variant "oagan:no_style" (see bench.registry.check_name)
     factory: str  # "package.module:Class", a subclass of Method
     summary: str
     paper: str = ""  # short citation, shown in the report
@@ -63,7 +50,7 @@ class MethodSpec:
     plugin: str = ""  # set by the plugin manager
 
     def __post_init__(self) -> None:
-        check_method_name(self.name)
+        check_name(self.name, "method")
         if ":" in self.name and not self.variant_of:
             object.__setattr__(self, "variant_of", base_name(self.name))
         if self.variant_of and base_name(self.name) != self.variant_of:
@@ -74,9 +61,19 @@ class MethodSpec:
         if unknown:
             raise ValueError(f"method {self.name!r}: unknown training data {sorted(unknown)}")
 
-    def load(self) -> type[Method]:
-        module, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module), attr)
+    def facts(self) -> dict[str, Any]:
+        """What the run manifest records of the spec beside each evaluated label (the report reads it)."""
+        return {
+            "plugin": self.plugin,
+            "summary": self.summary,
+            "paper": self.paper,
+            "needs_mask": self.needs_mask,
+            "predicts_mask": self.predicts_mask,
+            "variant_of": self.variant_of,
+            "reference": self.reference,
+            "reported": dict(self.reported),
+            "options": dict(self.options),
+        }
 
 
 @dataclass
@@ -91,7 +88,6 @@ class MethodContext:
     total_steps: int = 0  # the training budget the harness will run (schedules span it)
     attribute_names: tuple[str, ...] = ()
     weights_dir: Path | None = None  # local pretrained files (e.g. vgg16), never a hub
-    amp: bool = False
 
 
 def make_context(

@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields
 from difflib import get_close_matches
 from typing import Any, ClassVar
 
+from bench.errors import OptionError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -54,10 +56,6 @@ def for_profile(table: Mapping[str, Any], profile: str, default: Any = None) -> 
     return default
 
 
-class OptionError(ValueError):
-    """An option the user gave is unknown or has a bad value; the message says which and how to fix it."""
-
-
 def option(
     default: Any,
     help: str,
@@ -89,9 +87,9 @@ class Options:
         return dataclasses.asdict(self)
 
     @classmethod
-    def describe(cls, profile: str | None = None) -> list[dict[str, Any]]:
-        """One row per option: name, type, default (under ``profile`` when given), range or choices, help."""
-        defaults = cls.resolve(profile or "", {}).as_dict() if profile else {}
+    def describe(cls) -> list[dict[str, Any]]:
+        """One row per option: name, type, class default, range or choices, help (``bench list --options`` puts
+        a profile's resolved defaults in)."""
         rows = []
         for f in fields(cls):
             meta = f.metadata
@@ -104,7 +102,7 @@ class Options:
                 {
                     "name": f.name,
                     "type": _type_name(_field_type(cls, f)),
-                    "default": defaults.get(f.name, f.default),
+                    "default": f.default,
                     "range": bounds,
                     "help": meta.get("help", ""),
                 }

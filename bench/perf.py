@@ -76,12 +76,13 @@ def measure(
 ) -> dict[str, Any]:
     """One method at one size. With ``accel`` (bench.acceleration) the restore is timed eager in float32 first and
     then accelerated, on the same weights, outputs compared; the harness and the training step run accelerated.
-    ``peak``: the device's FLOP/s (:func:`conv_peak_flops`) for the fraction the restore reaches."""
+    ``peak``: the device's FLOP/s (:func:`conv_peak_flops`) for the fraction the restore reaches. (Long on
+    purpose: every timing shares one built method, its batches and its eager reference, in the order measured.)"""
     import torch
 
     from bench.acceleration import Acceleration, autocast
-    from bench.data.embedded import build_synthetic, default_occluder
-    from bench.data.types import TrainData, mask_tensor, to_tensor, to_uint8
+    from bench.data.embedded import build_synthetic
+    from bench.data.types import mask_tensor, to_tensor, to_uint8
     from bench.evaluation import Evaluator
     from bench.method import make_context
     from bench.planning import ORACLE, Job
@@ -177,27 +178,36 @@ def measure(
         row["gflop_per_image"] = round(flops / 1e9, 3)
         row["peak_fraction"] = round(flops * n / t_bare / peak, 3)
     if method.trainable:  # a fresh instance: compiled forwards cannot take a gradient penalty's double backward
-        trainer = build()
-        accel.prepare(trainer)
-        trainer.setup_training(
-            TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
-        )
-        step = [0]
-
-        def train_once() -> None:
-            with autocast(device, accel.precision):
-                trainer.train_step(step[0])
-            step[0] += 1
-
-        row["train_step_s"] = round(_timed(train_once, device, max(2, repeats // 2)), 4)
-        batch = getattr(trainer, "batch_size", None)  # the training batch, for methods that expose it
-        if isinstance(batch, int):
-            row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
+        row |= _train_step_speed(build(), bench, size, device, repeats, accel)
     if device.type == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     else:
         row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # whole process
     return row
+
+
+def _train_step_speed(trainer, bench, size: int, device, repeats: int, accel) -> dict[str, float]:
+    """Seconds per training step of a freshly built method (and images/s where it exposes its batch size)."""
+    from bench.acceleration import autocast
+    from bench.data.embedded import default_occluder
+    from bench.data.types import TrainData
+
+    accel.prepare(trainer)
+    trainer.setup_training(
+        TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
+    )
+    step = [0]
+
+    def train_once() -> None:
+        with autocast(device, accel.precision):
+            trainer.train_step(step[0])
+        step[0] += 1
+
+    out = {"train_step_s": round(_timed(train_once, device, max(2, repeats // 2)), 4)}
+    batch = getattr(trainer, "batch_size", None)  # the training batch, for methods that expose it
+    if isinstance(batch, int):
+        out["train_images_per_s"] = round(batch / out["train_step_s"], 2)
+    return out
 
 
 PERF_COLUMNS = (  # (row key, header with unit, priority: the lowest is dropped first on a narrow terminal)
@@ -228,7 +238,7 @@ def print_perf_table(console, title: str, rows: list[dict[str, Any]]) -> None:
     print_table(console, title, columns, cells)
     for r in rows:
         if "error" in r:
-            console.print(f"{r['method']} at {r['size']} px failed: {r['error']}", highlight=False)
+            console.print(f"{r['method']} at {r['size']} px failed: {r['error']}", highlight=False, markup=False)
 
 
 def run_perf(
@@ -246,24 +256,14 @@ def run_perf(
 
     from bench import plugins
     from bench.acceleration import Acceleration
-    from bench.planning import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RunError, check_profile
+    from bench.planning import RunError, check_image_size, plan_run
     from bench.training import resolve_device, seed_everything
 
-    if not methods:
-        raise RunError("--methods is empty; name at least one method (see `bench list`)")
     for size in sizes:
-        if not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE and size % 16 == 0):
-            raise RunError(
-                f"--sizes: each must be a multiple of 16 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {size}"
-            )
+        check_image_size("--sizes: each", size)
     if batch_size < 1 or repeats < 1:
         raise RunError(f"--batch-size and --repeats must be at least 1, got {batch_size} and {repeats}")
-    check_profile(profile)
-    reg = plugins.registry()
-    try:
-        specs = [reg.get(name) for name in methods]
-    except KeyError as exc:
-        raise RunError(exc.args[0]) from exc
+    specs = plan_run(plugins.registry(), methods, profile=profile).named
     try:
         dev = resolve_device(device)
     except ValueError as exc:
@@ -273,7 +273,7 @@ def run_perf(
     console = Console()
     peaks = {size: conv_peak_flops(dev, size, repeats) for size in sizes}
     for size, flops in peaks.items():
-        console.print(f"3x3 conv peak at {size} px: {flops / 1e9:.1f} GFLOP/s", highlight=False)
+        console.print(f"3x3 conv peak at {size} px: {flops / 1e9:.1f} GFLOP/s", highlight=False, markup=False)
     for spec in specs:
         name = spec.name
         for size in sizes:
@@ -281,7 +281,7 @@ def run_perf(
                 rows.append(measure(spec, size, batch_size, dev, repeats, profile, accel, peaks[size]))
             except Exception as exc:  # report and go on: one slow or broken method must not hide the rest
                 rows.append({"method": name, "size": size, "error": f"{type(exc).__name__}: {exc}"})
-            console.print(f"measured {name} at {size} px", highlight=False)
+            console.print(f"measured {name} at {size} px", highlight=False, markup=False)
     title = f"bench perf: {dev}, {profile} profile, batch {batch_size}, torch threads {torch.get_num_threads()}"
     if accel is not None and accel != Acceleration():
         title += ", " + ", ".join(f"{k}={v}" for k, v in accel.record().items())

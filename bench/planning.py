@@ -7,31 +7,62 @@ value is one line naming it and the fix, never a run that "completes" with nothi
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+import os
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.method import METHOD_NAME, MethodSpec, base_name
+from bench.errors import RunError
+from bench.method import MethodSpec, base_name
 from bench.options import PROFILES
+from bench.registry import VARIANT_NAME, check_name
 
 if TYPE_CHECKING:
-    from bench.plugins import Registry
+    from bench.data.resolve import DataConfig
+    from bench.method import Method, MethodContext
+    from bench.registry import Registry
 
 ORACLE = "gt"  # the mask source that is the ground-truth mask itself
 MIN_IMAGE_SIZE = 32  # above the 11x11 SSIM window, and every network's downsampling stays >= 2x2
 MAX_IMAGE_SIZE = 1024
-
-
-class RunError(RuntimeError):
-    """A problem the user can fix; the message says how."""
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's and Python's generators take it whole
+NAME_MAX = 255  # bytes in one path component (ext4, APFS, NTFS)
 
 
 def check_profile(profile: str) -> None:
     """The one check of a profile name (run, perf, list --options)."""
     if profile not in PROFILES:
         raise RunError(f"unknown profile {profile!r}; use {', '.join(PROFILES)}")
+
+
+def check_image_size(flag: str, size: int) -> None:
+    """The one check of an image size (--image-size, perf's --sizes)."""
+    if not (MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE and size % 16 == 0):
+        raise RunError(f"{flag} must be a multiple of 16 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {size}")
+
+
+def check_method_names(names: Sequence[str]) -> None:
+    """The one check of a --methods list (run, perf): not empty, each name in the grammar, none twice."""
+    if not names:
+        raise RunError("--methods is empty; name at least one method (see `bench list`)")
+    for name in names:
+        check_name(name, "method")
+    if len(set(names)) != len(names):
+        raise RunError(f"--methods names a method twice: {','.join(names)}")
+
+
+def _output_folder(path: Path) -> None:
+    """--output can hold run folders: not a file, no component too long for the file system."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX - 40:  # run folders and checkpoint files add to the names below it
+            raise RunError(
+                f"--output: the name {part[:40]}... is {len(os.fsencode(part))} bytes; file systems take "
+                f"{NAME_MAX} per name and the run adds its own below it: use a shorter --output"
+            )
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--output {path}: is a file, not a folder; give a folder (it is created when missing)")
 
 
 def _positive(name: str, value: int | float | None, minimum: float = 1) -> None:
@@ -53,7 +84,7 @@ def _existing(name: str, path: Path | None, kind: str) -> None:
 
 @dataclass
 class RunConfig:
-    methods: list[str]
+    methods: list[str] = field(default_factory=lambda: ["oagan", "pconv"])
     dataset: str = "synthetic"
     profile: str = "quick"
     image_size: int | None = None
@@ -78,10 +109,13 @@ class RunConfig:
     precision: str = "fp32"  # fp32 or bf16 autocast (bench.acceleration)
     channels_last: bool = False  # networks in channels-last memory format
     compile: bool = False  # torch.compile the networks for inference
+    allow_partial: bool = False  # CelebA: accept annotation files and images that disagree (bench.data.celeba)
 
     def __post_init__(self) -> None:
         if isinstance(self.mask_source, str):
             self.mask_source = [s.strip() for s in self.mask_source.split(",") if s.strip()]
+        if isinstance(self.methods, str):
+            self.methods = [s.strip() for s in self.methods.split(",") if s.strip()]
         if isinstance(self.id_model, str):
             self.id_model = [s.strip() for s in self.id_model.split(",") if s.strip()]
         self.validate()
@@ -90,31 +124,22 @@ class RunConfig:
 
     def validate(self) -> None:
         """Every value at the edge: one line naming the option and what it accepts."""
-        if not self.methods:
-            raise RunError("--methods is empty; name at least one method (see `bench list`)")
-        for name in self.methods:
-            if not METHOD_NAME.fullmatch(name):
-                raise RunError(
-                    f"method name {name!r} is not valid: 'name' or 'name:variant' in lowercase letters, digits, '_'"
-                )
-        if len(set(self.methods)) != len(self.methods):
-            raise RunError(f"--methods names a method twice: {','.join(self.methods)}")
+        check_method_names(self.methods)
         check_profile(self.profile)
-        if self.image_size is not None and not (
-            MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE and self.image_size % 16 == 0
-        ):
-            span = f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}"
-            raise RunError(f"--image-size must be a multiple of 16 from {span}, got {self.image_size}")
+        if self.image_size is not None:
+            check_image_size("--image-size", self.image_size)
         if not self.mask_source:
             raise RunError(f"--mask-source is empty; use {ORACLE} or a method that predicts a mask (e.g. oagan)")
         if len(set(self.mask_source)) != len(self.mask_source):
             raise RunError(f"--mask-source names a source twice: {','.join(self.mask_source)}")
         for source in self.mask_source:
-            if source != ORACLE and not METHOD_NAME.fullmatch(source):
+            if source != ORACLE and not VARIANT_NAME.fullmatch(source):
                 raise RunError(f"--mask-source {source!r}: use {ORACLE} or the name of a method that predicts a mask")
         if not (math.isfinite(self.mask_threshold) and 0 < self.mask_threshold < 1):
             raise RunError(f"--mask-threshold must be strictly between 0 and 1, got {self.mask_threshold}")
         _positive("--seed", self.seed, 0)
+        if self.seed > MAX_SEED:
+            raise RunError(f"--seed must be at most {MAX_SEED} (the seed range is 0 to {MAX_SEED}), got {self.seed}")
         _positive("--steps", self.steps, 0)
         _positive("--limit", self.limit)
         _positive("--batch-size", self.batch_size)
@@ -126,6 +151,7 @@ class RunConfig:
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
         _existing("--id-weights", self.id_weights, "file")
+        _output_folder(self.output)
         try:
             self.acceleration()
         except ValueError as exc:
@@ -140,21 +166,34 @@ class RunConfig:
                 raise RunError(
                     f"dataset {self.dataset!r}: folder {root} does not exist; use 'synthetic' or a CelebA folder"
                 )
-        for key in self.options:
+        if self.allow_partial and self.dataset == "synthetic":
+            raise RunError("--allow-partial applies to a CelebA folder; the synthetic set is always complete: drop it")
+        for key, value in self.options.items():
             scope, dot, name = key.rpartition(".")
-            if not name or (dot and not METHOD_NAME.fullmatch(scope)):
+            if not name or (dot and not VARIANT_NAME.fullmatch(scope)):
                 raise RunError(f"--opt {key!r}: use key=value (every method) or method.key=value (one method)")
+            if value == "":
+                raise RunError(f"--opt {key}= has an empty value; give one ({key}=VALUE, or {key}=none) or drop it")
 
     def acceleration(self):
         from bench.acceleration import Acceleration
 
         return Acceleration(self.precision, self.channels_last, self.compile)
 
+    def data(self) -> DataConfig:
+        """The fields that decide the run's data, as the data layer takes them."""
+        from bench.data.resolve import DataConfig
+
+        names = {f.name for f in fields(DataConfig)} - {"cache"}
+        return DataConfig(**{n: getattr(self, n) for n in names}, cache=self.output / "cache" / "data")
+
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run (the device, output folder and batch size do not)."""
         d = asdict(self)
         for key in ("device", "output", "batch_size"):
             d.pop(key)
+        if not d["allow_partial"]:  # added later: absent when off, so existing runs keep their identity
+            d.pop("allow_partial")
         return d
 
     def options_for(self, name: str, declared: set[str]) -> dict[str, str]:
@@ -213,14 +252,11 @@ def plan_jobs(specs: list[MethodSpec], mask_sources: list[str], registry: Regist
         for source in mask_sources:
             if source == ORACLE:
                 continue
-            if source not in registry.methods and source not in registry.conflicts:
+            if not registry.knows(source):
                 hint = get_close_matches(source, [ORACLE, *masking], n=3)
                 tail = f"did you mean {', '.join(hint)}?" if hint else usable
                 raise RunError(f"--mask-source {source!r}: unknown method {source!r}; {tail}{registry.broken_note()}")
-            try:
-                provider = registry.get(source)
-            except KeyError as exc:
-                raise RunError(f"--mask-source {source!r}: {exc.args[0]}") from exc
+            provider = registry.get(source, flag=f"--mask-source {source!r}:")
             if not provider.predicts_mask or provider.needs_mask:
                 raise RunError(f"--mask-source {source!r}: that method predicts no mask of its own; {usable}")
             providers.append(provider)
@@ -245,14 +281,47 @@ def _flag(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def plan(config: RunConfig, registry: Registry, given: Collection[str] = ()) -> list[Job]:
-    """The run's jobs, every name checked against ``registry`` from names alone: no method module (nor torch)
-    is imported, so the CLI refuses a typo in well under a second, before any expensive import. ``given``
-    names the RunConfig fields the user set; one that this run would ignore is refused, not dropped."""
-    try:
-        specs = [registry.get(name) for name in config.methods]
-    except KeyError as exc:
-        raise RunError(exc.args[0]) from exc
+@dataclass
+class Plan:
+    """A run checked from names alone: the methods named, the jobs they expand into, the registry they come from."""
+
+    named: list[MethodSpec]
+    jobs: list[Job]
+    registry: Registry
+
+    @property
+    def specs(self) -> list[MethodSpec]:
+        """Every method the jobs run, once each, in job order."""
+        return list({job.spec.name: job.spec for job in self.jobs}.values())
+
+
+def plan_run(
+    registry: Registry,
+    methods: Sequence[str],
+    *,
+    profile: str = "quick",
+    mask_source: Sequence[str] = (ORACLE,),
+    config: RunConfig | None = None,
+    given: Collection[str] = (),
+) -> Plan:
+    """The one planning of ``bench run`` and ``bench perf``: every name checked against ``registry`` from names
+    alone (no method module nor torch is imported, so a typo is refused in well under a second). With a run's
+    ``config``, also what only a run has: ``given`` names the RunConfig fields the user set, and one this run
+    would ignore is refused, not dropped; option scopes; the recognizers of ``--identification``."""
+    check_method_names(methods)
+    check_profile(profile)
+    specs = [registry.get(name) for name in methods]
+    if config is not None:
+        _check_given(config, specs, given)
+    jobs = plan_jobs(specs, list(mask_source), registry)
+    if config is not None:
+        config.check_option_scopes([job.spec.name for job in jobs])
+        if config.identification:
+            check_recognizers(config, registry)
+    return Plan(specs, jobs, registry)
+
+
+def _check_given(config: RunConfig, specs: list[MethodSpec], given: Collection[str]) -> None:
     for name in sorted(given):
         need = NEEDS.get(name)
         if need and not getattr(config, need):
@@ -262,6 +331,53 @@ def plan(config: RunConfig, registry: Registry, given: Collection[str] = ()) -> 
             f"--mask-source {','.join(config.mask_source)}: no method of this run takes a mask "
             f"({', '.join(config.methods)}); drop --mask-source or add a method that needs one (see `bench list`)"
         )
-    jobs = plan_jobs(specs, config.mask_source, registry)
-    config.check_option_scopes([job.spec.name for job in jobs])
-    return jobs
+
+
+def check_recognizers(cfg: RunConfig, registry: Registry) -> None:
+    """Every ``--id-model`` is registered and installed, and ``--id-weights`` has a recognizer that reads it."""
+    specs = []
+    for name in cfg.id_model:
+        spec = registry.get(name, "recognizer", flag="--id-model")
+        missing = spec.missing()
+        if missing:
+            raise RunError(f"--id-model {name} needs {', '.join(missing)}, not installed; {spec.install}")
+        if spec.weights == "required" and cfg.id_weights is None:
+            raise RunError(f"--id-model {name} needs a weights file; give it with --id-weights FILE")
+        specs.append(spec)
+    if cfg.id_weights is not None and all(s.weights == "none" for s in specs):
+        raise RunError(f"--id-weights: none of --id-model {','.join(cfg.id_model)} reads a weights file; drop it")
+
+
+@dataclass
+class Planned:
+    """A method ready to build: its spec, class and context (options resolved and validated)."""
+
+    spec: MethodSpec
+    cls: type[Method]
+    ctx: MethodContext
+
+
+def resolve_methods(plan: Plan, cfg: RunConfig, device: Any) -> dict[str, Planned]:
+    """Every method of ``plan`` imported and its options resolved for ``cfg``: the whole run checked before any
+    data is read or folder made."""
+    from bench.method import make_context
+
+    classes = {spec.name: spec.load() for spec in plan.specs}
+    declared = {name: {f.name for f in fields(cls.Options)} for name, cls in classes.items()}
+    cfg.check_options(list(classes), declared)
+    planned = {}
+    for spec in plan.specs:
+        cls = classes[spec.name]
+        ctx = make_context(
+            cls,
+            image_size=cfg.image_size,
+            profile=cfg.profile,
+            device=device,
+            seed=cfg.seed,
+            options=(spec.options, cfg.options_for(spec.name, declared[spec.name])),
+            total_steps=cfg.steps,
+            name=spec.name,
+            weights_dir=cfg.weights_dir,
+        )
+        planned[spec.name] = Planned(spec, cls, ctx)
+    return planned

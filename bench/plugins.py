@@ -13,72 +13,17 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-from dataclasses import dataclass, field
 from difflib import get_close_matches
 from typing import Any
 
 import pluggy
 
 from bench import hookspecs
-from bench.identification.recognizer import RecognizerSpec
-from bench.method import MethodSpec
+from bench.errors import PluginError
+from bench.registry import KINDS, PluginInfo, PluginSpec, Registry
 
-
-class PluginError(RuntimeError):
-    pass
-
-
-@dataclass
-class PluginInfo:
-    name: str
-    version: str
-    distribution: str
-    methods: list[str] = field(default_factory=list)
-    error: str | None = None  # set when the plugin failed to load
-
-
-@dataclass
-class Registry:
-    methods: dict[str, MethodSpec]
-    plugins: list[PluginInfo]
-    conflicts: dict[str, list[str]] = field(default_factory=dict)  # method name -> the plugins that all register it
-    recognizers: dict[str, RecognizerSpec] = field(default_factory=dict)  # face recognizers (identification)
-    recognizer_conflicts: dict[str, list[str]] = field(default_factory=dict)
-
-    def recognizer(self, name: str) -> RecognizerSpec:
-        if name in self.recognizers:
-            return self.recognizers[name]
-        if name in self.recognizer_conflicts:
-            raise KeyError(
-                f"recognizer {name!r} is registered by several plugins ({', '.join(self.recognizer_conflicts[name])});"
-                " uninstall or block one (DEOCC_DISABLE_PLUGINS=plugin)"
-            )
-        hint = get_close_matches(name, list(self.recognizers), n=3)
-        known = ", ".join(sorted(self.recognizers)) or "none"
-        tail = f"did you mean {', '.join(hint)}?" if hint else f"available: {known}"
-        raise KeyError(f"unknown recognizer {name!r}; {tail}")
-
-    def get(self, name: str) -> MethodSpec:
-        if name in self.conflicts:
-            raise KeyError(
-                f"method {name!r} is registered by several plugins ({', '.join(self.conflicts[name])}); uninstall or "
-                "block one (DEOCC_DISABLE_PLUGINS=plugin)"
-            )
-        if name in self.methods:
-            return self.methods[name]
-        hint = get_close_matches(name, list(self.methods), n=3)
-        msg = f"unknown method {name!r}"
-        if hint:
-            msg += f"; did you mean {', '.join(hint)}?"
-        else:
-            msg += f"; available: {', '.join(sorted(self.methods)) or 'none'}"
-        raise KeyError(msg + self.broken_note())
-
-    def broken_note(self) -> str:
-        """`` (plugins that failed to load: a, b; see `bench list`)`` when some did: the name a user asks for
-        may be one of theirs."""
-        broken = [p.name for p in self.plugins if p.error]
-        return f" (plugins that failed to load: {', '.join(broken)}; see `bench list`)" if broken else ""
+LOAD, DISABLE, STRICT = "DEOCC_LOAD_PLUGINS", "DEOCC_DISABLE_PLUGINS", "DEOCC_STRICT_PLUGINS"
+TRUE, FALSE = ("1", "true"), ("", "0", "false")
 
 
 def _csv_env(name: str) -> list[str] | None:
@@ -90,7 +35,19 @@ def _csv_env(name: str) -> list[str] | None:
 
 def _strict() -> bool:
     """``DEOCC_STRICT_PLUGINS``: a plugin that fails to import or to register is fatal."""
-    return os.environ.get("DEOCC_STRICT_PLUGINS", "") not in ("", "0")
+    value = os.environ.get(STRICT, "").strip().lower()
+    if value not in TRUE + FALSE:
+        raise PluginError(f"{STRICT}={os.environ[STRICT]!r}: use 1 or true (strict), 0 or false (the default)")
+    return value in TRUE
+
+
+def _check_names(variable: str, names: list[str] | None, installed: list[str]) -> None:
+    """Every entry point ``variable`` names is installed: a typo would silently load or block nothing."""
+    for name in names or []:
+        if name not in installed:
+            hint = get_close_matches(name, installed, n=3)
+            tail = f"did you mean {', '.join(hint)}?" if hint else f"installed: {', '.join(sorted(installed))}"
+            raise PluginError(f"{variable}: no plugin {name!r} is installed; {tail}")
 
 
 def make_manager() -> pluggy.PluginManager:
@@ -99,36 +56,50 @@ def make_manager() -> pluggy.PluginManager:
     return pm
 
 
-def load_entry_points(pm: pluggy.PluginManager) -> list[PluginInfo]:
-    """Register each entry point on its own, so one broken plugin cannot take the others down."""
-    strict = _strict()
-    only = _csv_env("DEOCC_LOAD_PLUGINS")
-    for blocked in _csv_env("DEOCC_DISABLE_PLUGINS") or []:
-        pm.set_blocked(blocked)
-    infos: list[PluginInfo] = []
-    seen: set[str] = set()
+def _entry_points() -> list[tuple[Any, Any]]:
+    """(distribution, entry point) of each ``deocc_bench`` entry point, the first of each name."""
+    found, seen = [], set()
     for dist in md.distributions():
         for ep in dist.entry_points:
-            if ep.group != hookspecs.PROJECT or ep.name in seen:
-                continue
-            seen.add(ep.name)
-            if only is not None and ep.name not in only:
-                continue
-            if pm.is_blocked(ep.name):
-                continue
-            info = PluginInfo(ep.name, dist.version or "?", dist.metadata["Name"] or "?")
-            try:
-                pm.register(ep.load(), name=ep.name)
-            except Exception as exc:
-                if strict:
-                    raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-                info.error = f"{type(exc).__name__}: {exc}"
-            infos.append(info)
-    return infos
+            if ep.group == hookspecs.PROJECT and ep.name not in seen:
+                seen.add(ep.name)
+                found.append((dist, ep))
+    return found
 
 
-def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
-    """Call both hooks on every plugin; a plugin whose hook raises is reported, not fatal."""
+def load_entry_points(pm: pluggy.PluginManager) -> tuple[list[PluginInfo], dict[str, list[str]]]:
+    """Register each entry point on its own, so one broken plugin cannot take the others down. Returns the
+    plugins and, per environment switch, the entry points it kept out."""
+    strict = _strict()
+    points = _entry_points()
+    installed = [ep.name for _, ep in points]
+    only, disabled = _csv_env(LOAD), _csv_env(DISABLE)
+    _check_names(LOAD, only, installed)
+    _check_names(DISABLE, disabled, installed)
+    for blocked in disabled or []:
+        pm.set_blocked(blocked)
+    infos: list[PluginInfo] = []
+    kept_out: dict[str, list[str]] = {LOAD: [], DISABLE: []}
+    for dist, ep in points:
+        if only is not None and ep.name not in only:
+            kept_out[LOAD].append(ep.name)
+            continue
+        if pm.is_blocked(ep.name):
+            kept_out[DISABLE].append(ep.name)
+            continue
+        info = PluginInfo(ep.name, dist.version or "?", dist.metadata["Name"] or "?")
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:
+            if strict:
+                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            info.error = f"{type(exc).__name__}: {exc}"
+        infos.append(info)
+    return infos, kept_out
+
+
+def collect(pm: pluggy.PluginManager, infos: list[PluginInfo], blocked: dict[str, list[str]] | None = None) -> Registry:
+    """Call every kind's hook on every plugin; a plugin whose hook raises is reported, not fatal."""
     pm.check_pending()
     by_name = {i.name: i for i in infos}
     for plugin in pm.get_plugins():  # plugin objects registered in process (tests) have no entry point
@@ -137,16 +108,21 @@ def collect(pm: pluggy.PluginManager, infos: list[PluginInfo]) -> Registry:
             info = PluginInfo(pname, getattr(plugin, "__version__", "-"), "(registered in process)")
             infos.append(info)
             by_name[pname] = info
-    methods, conflicts = _call_each(pm, by_name, "register_methods", MethodSpec, "method")
-    recognizers, twice = _call_each(pm, by_name, "register_recognizers", RecognizerSpec, "recognizer")
-    return Registry(methods, infos, conflicts, recognizers, twice)
+    specs, conflicts = {}, {}
+    for kind in KINDS:
+        specs[kind], conflicts[kind] = _call_each(pm, by_name, kind)
+    for info in infos:
+        info.methods = [n for n, s in specs["method"].items() if s.plugin == info.name]
+    return Registry(specs, infos, conflicts, blocked or {})
 
 
 def _call_each(
-    pm: pluggy.PluginManager, by_name: dict[str, PluginInfo], hook: str, spec_type: type, kind: str
+    pm: pluggy.PluginManager, by_name: dict[str, PluginInfo], kind: str
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Call ``hook`` on each plugin alone, so a failure is pinned on the plugin that raised. Returns the specs
-    by name and the names two or more plugins register (unusable: dropped from the specs, each owner marked)."""
+    """Call ``kind``'s hook on each plugin alone, so a failure is pinned on the plugin that raised. Returns the
+    specs by name and the names two or more plugins register (unusable: dropped from the specs, each owner
+    marked)."""
+    hook, spec_class = KINDS[kind]
     found: dict[str, Any] = {}
     conflicts: dict[str, list[str]] = {}
     for plugin in pm.get_plugins():
@@ -154,8 +130,8 @@ def _call_each(
         caller = pm.subset_hook_caller(hook, remove_plugins=[p for p in pm.get_plugins() if p is not plugin])
 
         def register(spec: Any, _info: PluginInfo = info) -> None:
-            if not isinstance(spec, spec_type):
-                raise TypeError(f"register() takes a {spec_type.__name__}, got {type(spec).__name__}")
+            if not isinstance(spec, PluginSpec) or spec.kind != kind:
+                raise TypeError(f"register() takes a {spec_class.rpartition('.')[2]}, got {type(spec).__name__}")
             if spec.name in found:
                 owners = conflicts.setdefault(spec.name, [found[spec.name].plugin])
                 owners.append(_info.name)
@@ -168,8 +144,6 @@ def _call_each(
                 return
             object.__setattr__(spec, "plugin", _info.name)
             found[spec.name] = spec
-            if kind == "method":
-                _info.methods.append(spec.name)
 
         try:
             caller(register=register)
@@ -188,23 +162,25 @@ def _call_each(
 
 _pm: pluggy.PluginManager | None = None
 _infos: list[PluginInfo] = []
+_blocked: dict[str, list[str]] = {}
 
 
 def get_manager() -> pluggy.PluginManager:
     """The process-wide manager, entry points loaded once."""
-    global _pm, _infos
+    global _pm, _infos, _blocked
     if _pm is None:
-        _pm = make_manager()
-        _infos = load_entry_points(_pm)
+        pm = make_manager()
+        _infos, _blocked = load_entry_points(pm)
+        _pm = pm
     return _pm
 
 
 def registry() -> Registry:
     pm = get_manager()
-    return collect(pm, [PluginInfo(i.name, i.version, i.distribution, [], i.error) for i in _infos])
+    return collect(pm, [PluginInfo(i.name, i.version, i.distribution, [], i.error) for i in _infos], _blocked)
 
 
 def reset() -> None:
     """Forget the manager (tests)."""
-    global _pm, _infos
-    _pm, _infos = None, []
+    global _pm, _infos, _blocked
+    _pm, _infos, _blocked = None, [], {}

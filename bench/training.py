@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.errors import CheckpointError, TrainingDiverged
 from bench.io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
     from bench.data.types import TrainData
     from bench.distributed import Dist
     from bench.method import Method
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -72,54 +69,60 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
 
 
-def linear_decay(step: int, total: int, lr: float, decay_start: float) -> float:
-    """``lr`` for the first ``decay_start`` share of ``total`` steps, then linear to 0 at ``total``: the schedule
-    OA-GAN, GANimation and Self-regularization share. A function of the step alone, so a resumed run agrees."""
-    start = decay_start * total
-    if decay_start >= 1 or step < start:
-        return lr
-    return lr * max(0.0, (total - step) / max(1.0, total - start))
-
-
-def set_lr(lr: float, *optimizers: torch.optim.Optimizer) -> None:
-    """Every parameter group of ``optimizers`` at ``lr`` (a schedule's value for this step)."""
-    for optimizer in optimizers:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-
 @dataclass(frozen=True)
 class Budget:
     steps: int
     seconds: float | None = None  # wall-clock cap; training stops early (and says so) when reached
 
 
+DIGEST = "digest"  # the entry of every checkpoint that holds the state_digest of all its other entries
+
+
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """Atomic ``torch.save``: a kill mid-write never leaves a truncated checkpoint behind."""
+    """Atomic ``torch.save``: a kill mid-write never leaves a truncated checkpoint behind. The file is
+    self-verifying: it holds the :func:`state_digest` of everything else in it, which :func:`load_checkpoint`
+    recomputes, so a flipped bit is refused instead of served."""
     import io
 
     import torch
 
+    body = dict(state)
+    body.pop(DIGEST, None)
     buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
+    torch.save({**body, DIGEST: state_digest(body)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """The state :func:`save_checkpoint` wrote at ``path``, verified: a file that cannot be read, holds no digest
+    (an older version's) or whose contents disagree with its digest, or whose sha256 is not the ``sha256``
+    recorded when it was stored, is refused with one line naming the file and the fix."""
     import torch
 
+    fix = f"delete {path.parent} to retrain"
+    if sha256 is not None:
+        from bench.io import file_sha256
+
+        if file_sha256(path) != sha256:
+            raise CheckpointError(f"checkpoint {path} changed since it was stored (its sha256 differs); {fix}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
-        raise RuntimeError(
-            f"cannot read checkpoint {path}: corrupt, truncated or not weights-only ({type(exc).__name__}); "
-            "delete it to retrain"
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: corrupt, truncated or not weights-only ({type(exc).__name__}); {fix}"
         ) from exc
+    if not isinstance(state, dict) or DIGEST not in state:
+        raise CheckpointError(f"checkpoint {path} holds no digest (written by an older version); {fix}")
+    digest = state.pop(DIGEST)
+    if digest != state_digest(state):
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents disagree with its digest; {fix}")
+    return state
 
 
 def state_digest(state: Any) -> str:
-    """sha256 of a (nested) state dict's keys and tensor bytes: the model's identity, equal for bit-identical
-    weights (a checkpoint file's own hash is not: torch.save writes a fresh serialization id each time)."""
+    """sha256 of a (nested) state dict's keys, tensor and array bytes and other values: the model's identity,
+    equal for bit-identical weights (a checkpoint file's own hash is not: torch.save writes a fresh serialization
+    id each time). Arrays are hashed by their bytes, never their ``repr`` (which elides large ones)."""
     import hashlib
 
     import torch
@@ -138,6 +141,9 @@ def state_digest(state: Any) -> str:
             t = value.detach().cpu().contiguous()
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, np.ndarray):
+            h.update(f"{value.dtype.str}{value.shape}".encode())
+            h.update(np.ascontiguousarray(value).tobytes())
         else:
             h.update(repr(value).encode())
 
@@ -241,7 +247,8 @@ def fit(
     stamp: str = "",
     precision: str = "fp32",
 ) -> FitResult:
-    """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present.
+    """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present. (One function on
+    purpose: resume, the NaN guard, checkpoints and the interrupt read in the order they happen.)
 
     ``last.pt`` holds the step, the method's state (networks, optimisers, whatever else a step reads) and
     every random state, so a run killed after a checkpoint and started again ends bit-identical to one
@@ -268,10 +275,10 @@ def fit(
     if last.exists():
         state = load_checkpoint(last)
         if "random" not in state:
-            raise RuntimeError(f"{last} predates bit-exact resume (no random state); delete it to retrain")
+            raise CheckpointError(f"{last} predates bit-exact resume (no random state); delete it to retrain")
         if state.get("key", "") != stamp:
-            raise RuntimeError(f"{last} was written under another cache key than its folder's; delete it to retrain")
-        method.load_state_dict(state["method"])
+            raise CheckpointError(f"{last} was written under another cache key than its folder's; delete it to retrain")
+        method.load_state_dict(state["model"])
         set_random_state(state["random"], data)
         start = int(state["step"])
     history = LossHistory(workdir / LOSSES, start, write=dist.main)
@@ -287,7 +294,7 @@ def fit(
         nonlocal saved
         history.flush()
         if dist.main:
-            state = {"step": step, "key": stamp, "method": method.state_dict(), "random": random_state(data)}
+            state = {"step": step, "key": stamp, "model": method.state_dict(), "random": random_state(data)}
             save_checkpoint(last, state)
         saved = step
 

@@ -11,7 +11,8 @@ Forms go out to people and come back days later, so the key they refer to must n
 the study id (a hash of the key) is printed on every form and saved in every answer file; ``export``
 refuses to replace an existing key with a different one, and ``tally`` refuses answers of another study,
 an answer file given twice (by path or by participant), and any malformed file, each with one line that
-names the file, what is wrong and the fix.
+names the file, what is wrong and the fix. The predictions a form shows are checked against the digests their
+metrics rows recorded (:meth:`bench.runstore.RunStore.read_rows`), so a form never shows a changed image.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bench.io import atomic_write_bytes, png_data_uri, write_json
 from bench.runstore import RunStore
 
 LETTERS = "ABCDEFGHIJKLMNOP"
+PAPER_ITEMS = 300  # faces per participant in the paper's study
 STUDY_FOLDER = "user_study"
 ANSWER_FIELDS = ("study", "participant", "choices")
 SAVE_AGAIN = "save the answers again from the participant's form (its Save answers button)"
@@ -42,9 +44,17 @@ def study_id(key: dict[str, Any]) -> str:
 
 
 def export(
-    run: Path, methods: list[str], items: int = 300, participants: int = 3, seed: int = 0, split: str = "test_natural"
+    run: Path,
+    methods: list[str],
+    items: int | None = None,
+    participants: int = 3,
+    seed: int = 0,
+    split: str = "test_natural",
 ) -> Path:
     """Write the key, then one form per participant, into ``<run>/user_study``.
+
+    ``items`` faces per participant; None: the paper's :data:`PAPER_ITEMS`, or all there are if fewer. More than
+    there are is refused (never silently fewer), and so is a study of one method (nothing to choose between).
 
     Re-running with the same arguments writes only what is missing (a killed export is completed, forms
     already out stay valid); other arguments are refused while a different study's key is there.
@@ -54,15 +64,24 @@ def export(
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run folder; pass the folder `bench run` printed")
     _check_export_args(run, methods, items, participants, split)
+    for label in methods:  # the images shown are the ones scored: checked against their rows' digests
+        store.read_rows(label, verify=True)
     common = set.intersection(*[{p.stem for p in (run / "predictions" / m / split).glob("*.png")} for m in methods])
     if not common:
         raise ValueError(
             f"{run}: no {split} sample has predictions of all of {', '.join(methods)}; "
             "run those methods to completion first, or leave out the one without predictions"
         )
+    if items is None:
+        items = min(PAPER_ITEMS, len(common))
+    if items > len(common):
+        raise ValueError(
+            f"--items {items}: only {len(common)} {split} samples have predictions of all of {', '.join(methods)}; "
+            f"pass --items {len(common)} or fewer"
+        )
     samples = sorted(common)
     rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(samples, size=min(items, len(samples)), replace=False).tolist())
+    chosen = sorted(rng.choice(samples, size=items, replace=False).tolist())
     missing = [s for s in chosen if not store.input_path(split, "input", s).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -98,16 +117,24 @@ def export(
     return folder
 
 
-def _check_export_args(run: Path, methods: list[str], items: int, participants: int, split: str) -> None:
+def _check_export_args(run: Path, methods: list[str], items: int | None, participants: int, split: str) -> None:
     if not methods:
         raise ValueError("no methods to compare; pass --methods, e.g. --methods oagan,pconv@oagan")
     if len(set(methods)) != len(methods):
         twice = sorted({m for m in methods if methods.count(m) > 1})
         raise ValueError(f"--methods names {', '.join(twice)} twice; name each method once")
+    if len(methods) < 2:
+        raise ValueError(
+            f"--methods {methods[0]}: a study compares at least two methods, one option leaves nothing to choose; "
+            f"add another, e.g. --methods {methods[0]},<label>"
+        )
     if len(methods) > len(LETTERS):
         raise ValueError(f"{len(methods)} methods: at most {len(LETTERS)} per study; compare fewer")
-    if items < 1 or participants < 1:
+    if (items is not None and items < 1) or participants < 1:
         raise ValueError(f"--items {items} --participants {participants}: both must be at least 1")
+    splits = sorted(p.name for p in (run / "inputs").glob("*") if p.is_dir())
+    if split not in splits:
+        raise ValueError(f"--split {split}: run {run} has no such split; its splits are {', '.join(splits) or 'none'}")
     for label in methods:
         if not (run / "predictions" / label / split).is_dir():
             raise FileNotFoundError(f"{run}: no predictions of {label!r} on {split}; run it first")

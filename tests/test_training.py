@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from bench.errors import CheckpointError
 from bench.method import Method, MethodContext, Restoration
-from bench.training import Budget, TrainingDiverged, TrainingInterrupted, fit, load_checkpoint, seed_everything
+from bench.training import (
+    Budget,
+    TrainingDiverged,
+    TrainingInterrupted,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    state_digest,
+)
 
 
 class Tiny(Method):
@@ -117,5 +127,32 @@ def test_time_budget_stops_early_and_saves(tmp_path, make_train_data, make_conte
 def test_corrupt_checkpoint_gives_one_clear_error(tmp_path):
     bad = tmp_path / "last.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=f"cannot read checkpoint {bad}: corrupt.*delete it to retrain"):
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {bad}: corrupt.*delete {tmp_path} to retrain"):
         load_checkpoint(bad)
+
+
+def test_a_checkpoint_verifies_itself(tmp_path):
+    """The stored digest covers everything in the file; a changed value or a checkpoint without one is refused."""
+    import numpy as np
+    import torch
+
+    path = tmp_path / "model.pt"
+    state = {"step": 3, "model": {"w": torch.arange(4.0)}, "pool": torch.zeros(100_000)}
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+    raw = torch.load(path, weights_only=True)
+    raw["pool"][50_000] = 1.0  # deep inside a tensor whose repr elides it
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} is damaged: its contents disagree with its digest"):
+        load_checkpoint(path)
+    del raw["digest"]
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="holds no digest .written by an older version.; delete"):
+        load_checkpoint(path)
+    save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match="changed since it was stored"):
+        load_checkpoint(path, sha256="0" * 64)
+    a, b = np.zeros(100_000, np.float32), np.zeros(100_000, np.float32)
+    b[50_000] = 1.0  # numpy's repr elides the middle: the digest hashes the bytes
+    assert repr(a) == repr(b) and state_digest({"x": a}) != state_digest({"x": b})

@@ -237,4 +237,88 @@ def test_a_checkpoint_copied_in_from_another_key_is_refused(tiny_plugin, bench_m
     code, _, err = bench_main(*RUN, "--output", out)
     code_a, _, err_a = bench_main(*RUN, "--opt", "tinyfill.lr=0.01", "--output", out)
     said = " ".join((err + err_a).split())  # the console wraps long lines
-    assert {code, code_a} == {0, 1} and "was not trained under its folder's cache key; delete it to retrain" in said
+    assert {code, code_a} == {0, 2} and f"checkpoint {b / 'model.pt'} changed since it was stored" in said
+    (b / "key.json").write_text((a / "key.json").read_text())  # its recorded sha256 copied in too
+    code, _, err = bench_main(*RUN, "--output", out)
+    code_a, _, err_a = bench_main(*RUN, "--opt", "tinyfill.lr=0.01", "--output", out)
+    said = " ".join((err + err_a).split())
+    assert {code, code_a} == {0, 2} and "was not trained under its folder's cache key; delete" in said
+
+
+def _weights_at(path: Path) -> int:
+    """Where the bytes of the network's weight tensor start in a checkpoint file."""
+    weight = torch.load(path, weights_only=True)["model"]["net"]["weight"]
+    at = path.read_bytes().find(weight.numpy().tobytes())
+    assert at > 0
+    return at
+
+
+def _flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[_weights_at(path) + 5] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _overwrite_64_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    at = _weights_at(path)
+    data[at : at + 64] = bytes(range(64))
+    path.write_bytes(bytes(data))
+
+
+def _negate_weights(path: Path) -> None:
+    """A well-formed checkpoint whose weights changed sign but whose stored digest was kept."""
+    state = torch.load(path, weights_only=True)
+    for value in state["model"]["net"].values():
+        value.neg_()
+    torch.save(state, path)
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", [_flip_bit, _overwrite_64_bytes, _negate_weights])
+@pytest.mark.parametrize("recorded", [True, False], ids=["key-json-sha", "digest-only"])
+def test_a_damaged_cached_model_is_refused_and_the_finished_run_is_unchanged(
+    tiny_plugin, bench_main, tmp_path, damage, recorded
+):
+    out = str(tmp_path)
+    assert bench_main(*RUN, "--steps", "3", "--output", out)[0] == 0
+    (finished,) = (tmp_path / "runs").iterdir()
+    before = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+    (model,) = tmp_path.glob("checkpoints/tinyfill/*/model.pt")
+    if not recorded:  # the file's own digest alone must catch it
+        key = json.loads((model.parent / "key.json").read_text())
+        del key["model_sha256"]
+        (model.parent / "key.json").write_text(json.dumps(key))
+    damage(model)
+    code, _, err = bench_main(*RUN, "--steps", "3", "--output", out)
+    line = _one_error_line(err)
+    assert code == 2 and str(model) in line and f"delete {model.parent} to retrain" in line
+    assert "loaded cached checkpoint" not in err
+    assert {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()} == before
+
+
+def test_a_damaged_resume_checkpoint_is_refused(tiny_plugin, bench_main, tmp_path):
+    out = str(tmp_path)
+    args = [*RUN, "--steps", "100000", "--time-budget", "0.5", "--output", out]
+    assert bench_main(*args)[0] == 0
+    (last,) = tmp_path.glob("checkpoints/tinyfill/*/last.pt")
+    _negate_weights(last)
+    code, _, err = bench_main(*args)
+    line = _one_error_line(err)
+    assert code == 2 and f"checkpoint {last} is damaged" in line and "to retrain" in line
+
+
+def test_stray_temporary_files_of_a_killed_write_are_removed(tiny_plugin, bench_main, tmp_path):
+    out = str(tmp_path)
+    assert bench_main(*RUN, "--steps", "3", "--output", out)[0] == 0
+    (folder,) = tmp_path.glob("checkpoints/tinyfill/*")
+    stray = folder / ".model.pt.k1ll3d.tmp"
+    stray.write_bytes(b"half a checkpoint")
+    code, _, err = bench_main(*RUN, "--steps", "3", "--output", out)
+    assert code == 0, err
+    assert not stray.exists() and (folder / "model.pt").exists()

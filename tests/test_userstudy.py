@@ -378,3 +378,10 @@ def test_export_errors_are_one_line(run, kw, setup, error, cause):
     with pytest.raises(error, match=cause) as err:
         _export(run, **kw)
     assert "\n" not in str(err.value)
+
+
+def test_items_default_to_the_papers_300_or_all_there_are_and_more_is_refused(run):
+    key = json.loads((export(run, METHODS, participants=1) / "key.json").read_text())
+    assert key["samples"] == SAMPLES  # 4 faces, fewer than the paper's 300: all of them
+    with pytest.raises(ValueError, match="--items 5: only 4 test_natural samples have predictions of all of"):
+        export(run, METHODS, items=5, participants=1)

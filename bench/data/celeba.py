@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench.data.types import PAPER_ATTRIBUTES, Benchmark, FaceSet, Occluder
+from bench.errors import DataError
 
 if TYPE_CHECKING:
     from bench.data.imageio import ImageHeader
@@ -59,10 +60,6 @@ FIXED_CROP = (34.0, 77.0, 144.0, 187.0)
 # A sample id names files of the run folder (``<id>.png``, written through ``.<id>.png.XXXXXXXX.tmp``: 18 bytes
 # more) and keys metric rows and resume. File systems cap a name at 255 bytes; 128 leaves room for any suffix.
 MAX_ID_BYTES = 128
-
-
-class DataError(ValueError):
-    """A dataset on disk is missing, incomplete or malformed; the message names the file and the fix."""
 
 
 def canonical_landmarks(size: int) -> np.ndarray:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.celeba import DataError, canonical_landmarks, require_unique_ids, resize, sample_id
+from bench.data.celeba import canonical_landmarks, require_unique_ids, resize, sample_id
 from bench.data.imageio import IMAGE_SUFFIXES, ImageHeader, read_header, read_image, require_face_size
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
+from bench.errors import DataError
 
 
 def load_folder(path: str | Path, size: int = 128) -> FaceSet:

@@ -31,7 +31,7 @@ from typing import IO, NamedTuple, TypeVar
 
 import numpy as np
 
-from bench.data.celeba import DataError
+from bench.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what the folder loaders read
 MAX_PIXELS = 50_000_000  # 50 megapixels: any face photo or occluder fits; a decompression bomb does not

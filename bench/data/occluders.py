@@ -19,10 +19,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from bench.data.celeba import DataError
 from bench.data.faces import SKIN_TONES
 from bench.data.imageio import read_image
 from bench.data.types import Occlusion
+from bench.errors import DataError
 
 ROTATION_DEG = 15.0
 _SS = 2  # sprite supersampling

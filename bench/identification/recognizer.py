@@ -9,28 +9,28 @@ and cached like any checkpoint (``bench.cache``).
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.registry import PluginSpec, check_name
 
 if TYPE_CHECKING:
     import numpy as np
 
     from bench.data.types import FaceSet
 
-RECOGNIZER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 WEIGHTS = ("none", "optional", "required")  # whether the recognizer reads --id-weights
 
 
 @dataclass(frozen=True)
-class RecognizerSpec:
+class RecognizerSpec(PluginSpec):
     """One registered recognizer. ``requires`` names the importable modules it needs and ``install`` says how
     to get them, so a missing optional extra is one line at planning time, not a traceback mid-run."""
 
-    name: str
+    kind: ClassVar[str] = "recognizer"
+    name: str  # a plain name (bench.registry.check_name, no variants)
     factory: str  # "package.module:Class", a subclass of Recognizer, imported only when used
     summary: str
     paper: str = ""
@@ -40,8 +40,7 @@ class RecognizerSpec:
     plugin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        if not RECOGNIZER_NAME.fullmatch(self.name):
-            raise ValueError(f"recognizer name {self.name!r}: lowercase letters, digits, '_', starting with a letter")
+        check_name(self.name, "recognizer", variants=False)
         if self.weights not in WEIGHTS:
             raise ValueError(f"recognizer {self.name!r}: weights must be one of {', '.join(WEIGHTS)}")
 
@@ -56,10 +55,6 @@ class RecognizerSpec:
             if not found:
                 out.append(module)
         return out
-
-    def load(self) -> type[Recognizer]:
-        module, _, attr = self.factory.partition(":")
-        return getattr(importlib.import_module(module), attr)
 
 
 @dataclass
@@ -101,3 +96,25 @@ class Recognizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def check_weights_file(path: Path) -> None:
+    """``--id-weights`` is a weights-only torch file, checked before any work with the real cause (a recognizer
+    then checks that its keys and shapes fit its network when it is built)."""
+    import zipfile
+
+    import torch
+
+    from bench.errors import DataError
+
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if not (zipfile.is_zipfile(path) or head == b"\x80"):  # torch.save's zip, or a legacy pickle (PROTO opcode)
+        raise DataError(f"--id-weights {path}: not a PyTorch weights file (neither torch.save's format nor a pickle)")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(
+            f"--id-weights {path}: a pickle of Python objects (loading it would run code), not a weights-only file; "
+            f"save the network's state_dict ({type(exc).__name__})"
+        ) from exc

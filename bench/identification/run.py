@@ -15,14 +15,22 @@ per image in ``identification/similarity.csv``.
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import io
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.markup import escape
 
 from bench.data.types import FaceSet
+from bench.errors import CheckpointError
 from bench.identification import protocol
 from bench.identification.recognizer import Recognizer, RecognizerContext, RecognizerSpec
 from bench.options import for_profile
+
+if TYPE_CHECKING:
+    from bench.runner import RunInputs
 
 MAX_RANK = 5
 EXAMPLES = 4  # Fig. 13 triplets in the report
@@ -93,15 +101,15 @@ def restore_faces(
 class Identification:
     """One ``bench run``'s identification: everything it needs, then :meth:`run` writes the results."""
 
-    def __init__(self, store, bench, splits, jobs, methods, config, device, console, registry, occluder) -> None:
-        self.store, self.bench, self.splits, self.jobs, self.methods = store, bench, splits, jobs, methods
-        self.config, self.device, self.console, self.registry = config, device, console, registry
-        self.occluder = occluder
-        self.fingerprint = bench.fingerprint()  # once: every trained recognizer's key holds it
-        self.gallery_faces = bench.test_clean  # every test identity enrolled, whatever --limit cut from the probes
+    def __init__(self, run: RunInputs, jobs: list, methods: dict, config, console) -> None:
+        self.store, self.bench, self.splits, self.jobs, self.methods = run.store, run.bench, run.splits, jobs, methods
+        self.config, self.device, self.console, self.registry = config, run.device, console, run.plan.registry
+        self.occluder = run.occluder
+        self.fingerprint = run.fingerprint  # every trained recognizer's key holds it
+        self.gallery_faces = run.bench.test_clean  # every test identity enrolled, whatever --limit cut from probes
         self.gallery = protocol.choose_gallery(self.gallery_faces, config.seed)
-        self.sets = probe_sets(store, splits, [j.label for j in jobs], self.gallery)
-        self.similarity_rows: list[str] = []
+        self.sets = probe_sets(run.store, run.splits, [j.label for j in jobs], self.gallery)
+        self.similarity_rows: list[list[Any]] = []
 
     def run(self) -> dict[str, str]:
         """Write the results; returns the recognizers that failed, each with its error."""
@@ -115,9 +123,11 @@ class Identification:
         for name in self.config.id_model:
             try:
                 found, trained = self.recognize(name)
+            except CheckpointError:  # a damaged stored model ends the run: never a silent retrain over it
+                raise
             except Exception as exc:  # one recognizer's failure (e.g. a weights file it cannot read) spares the rest
                 failed[name] = f"{type(exc).__name__}: {exc}"
-                self.console.print(f"[red]identification: {name} failed: {failed[name]}")
+                self.console.print(f"[red]identification: {escape(name)} failed: {escape(failed[name])}")
                 continue
             rows += found
             models += trained
@@ -151,13 +161,16 @@ class Identification:
                 "examples": examples,
             },
         )
-        csv = "recognizer,variant,label,sample,cosine\n" + "".join(self.similarity_rows)
-        atomic_write_bytes(self.store.root / "identification" / "similarity.csv", csv.encode())
+        text = io.StringIO()  # the csv module: a sample id may hold a comma or a quote
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["recognizer", "variant", "label", "sample", "cosine"])
+        writer.writerows(self.similarity_rows)
+        atomic_write_bytes(self.store.root / "identification" / "similarity.csv", text.getvalue().encode())
         return failed
 
     def recognize(self, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(result rows, model records) of one recognizer: pretrained, or trained for variants (a) and (b)."""
-        spec = self.registry.recognizer(name)
+        spec = self.registry.get(name, "recognizer", flag="--id-model")
         recognizer = spec.load()(self.context(spec))
         if not recognizer.trainable:
             record = {"recognizer": name, "variant": "pretrained", "model": recognizer.describe()}
@@ -194,16 +207,16 @@ class Identification:
                     values = sim.pop("values")
                     row["similarity"] = sim
                     self.similarity_rows += [
-                        f"{name},{variant},{probes},{sid},{v:.5f}\n" for sid, v in zip(faces.ids, values, strict=True)
+                        [name, variant, probes, sid, f"{v:.5f}"] for sid, v in zip(faces.ids, values, strict=True)
                     ]
                 rows.append(row)
         return rows
 
     def train(self, spec: RecognizerSpec, recognizer: Recognizer, variant: str, job, steps: int) -> dict[str, Any]:
         """Train ``recognizer`` for Fig. 12's variant, or load it from the checkpoint cache."""
-        from bench.cache import cache_entry, code_identity, env_weights, files_identity, source_closure
-        from bench.io import config_hash, write_json
-        from bench.training import load_checkpoint, save_checkpoint, state_digest
+        from bench.cache import cache_entry, code_identity, env_weights, files_identity, source_closure, train_or_load
+        from bench.io import config_hash
+        from bench.training import FitResult
 
         cfg = self.config
         options: dict[str, Any] = {"variant": variant}
@@ -228,26 +241,24 @@ class Identification:
             inputs=files_identity(cfg.occluders, cfg.weights_dir, env_weights(), recognizer.ctx.weights),
             acceleration={},  # recognizers train in float32, contiguous; the restorers' precision is in `options`
         )
-        key = config_hash(entry.key)
         trained_on = "clean training faces" if job is None else f"training faces restored by {job.label}"
         record = {"recognizer": spec.name, "variant": variant, "label": job.label if job else None}
-        record |= {"model": recognizer.describe(), "trained_on": trained_on, "steps": steps, "cache_key": key}
-        if entry.final.exists():
-            saved = load_checkpoint(entry.final)
-            if saved.get("key") != key or int(saved.get("step", -1)) != steps:
-                raise RuntimeError(f"{entry.final} was not trained under its folder's key; delete it to retrain")
-            recognizer.load_state_dict(saved["recognizer"])
-            self.console.print(f"identification: {spec.name} ({trained_on}) loaded from {entry.final}")
-            return record | {"cached": True, "digest": state_digest(saved["recognizer"])}
-        faces = self.bench.train_clean
-        if job is not None:
-            faces = self.restored_training_faces(job)
-        self.console.print(f"identification: training {spec.name} on {trained_on}, {steps} steps")
-        recognizer.fit(faces, steps)
-        state = recognizer.state_dict()
-        write_json(entry.folder / "key.json", entry.key)
-        save_checkpoint(entry.final, {"step": steps, "key": key, "recognizer": state})
-        return record | {"cached": False, "digest": state_digest(state)}
+        record |= {"model": recognizer.describe(), "trained_on": trained_on, "steps": steps}
+        record["cache_key"] = config_hash(entry.key)
+
+        def train(stamp: str) -> FitResult:
+            faces = self.bench.train_clean if job is None else self.restored_training_faces(job)
+            self.console.print(f"identification: training {spec.name} on {trained_on}, {steps} steps", markup=False)
+            t0 = time.perf_counter()
+            recognizer.fit(faces, steps)
+            return FitResult(steps, steps, time.perf_counter() - t0, 0, False, {})
+
+        served = train_or_load(entry, recognizer, steps, train)
+        if served.cached:
+            self.console.print(
+                f"identification: {spec.name} ({trained_on}) loaded from {entry.final}", markup=False, highlight=False
+            )
+        return record | {"cached": served.cached, "digest": served.model}
 
     def restorers(self, job) -> dict[str, Any]:
         """What decides a label's restorations of the training faces: each model involved and its code."""
@@ -278,8 +289,7 @@ class Identification:
         return replace(self.bench.train_clean, images=images)
 
 
-def run_identification(
-    store, bench, splits, jobs, methods, config, device, console, registry, occluder
-) -> dict[str, str]:
-    """The identification step; returns the recognizers that failed (their rows are absent, the others kept)."""
-    return Identification(store, bench, splits, jobs, methods, config, device, console, registry, occluder).run()
+def run_identification(run: RunInputs, jobs: list, methods: dict, config, console) -> dict[str, str]:
+    """The identification step on the evaluated ``jobs``; returns the recognizers that failed (their rows are
+    absent, the others kept)."""
+    return Identification(run, jobs, methods, config, console).run()

@@ -3,7 +3,13 @@
 The page holds, per run, the paper's tables with significance groups, paired differences between methods,
 charts (inline SVG), the Fig. 7 block and qualitative grids (images as data URIs); with several runs, a
 side-by-side section first (seeds pooled into mean ± std, other configurations as columns). Each run's
-``results.json`` and LaTeX/Markdown tables are refreshed in its folder (:mod:`bench.report.exports`).
+``results.json``, ``summary.csv`` and LaTeX/Markdown tables are refreshed in its folder (:mod:`bench.report.exports`)
+from the very rows the page shows.
+
+Nothing is rendered from a run folder that does not verify: its manifest is checked against the schema, and every
+metrics row, every prediction PNG a row scores and every label the manifest calls evaluated is checked against the
+digests recorded as they were written (:meth:`bench.runstore.RunStore.frame`); the first mismatch is one error
+naming the file, and nothing is written.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ def render_report(runs: list[Path], output: Path | None = None, examples: int = 
     from bench.report.context import SPLIT_TITLES, run_context
 
     stores = [RunStore(Path(r)) for r in runs]
-    contexts = [run_context(s, examples) for s in stores]
+    path = Path(output or stores[0].root / "report.html")
+    _check_output(path)
+    contexts = [run_context(s, examples) for s in stores]  # every run verified before anything is written
     written: list[Path] = []
     for store, ctx in zip(stores, contexts, strict=True):
         ctx["exports"] = exports.tables(ctx)
@@ -50,6 +58,16 @@ def render_report(runs: list[Path], output: Path | None = None, examples: int = 
     html = env.get_template("report.html.jinja").render(
         runs=contexts, split_titles=SPLIT_TITLES, side_by_side=across_runs.side_by_side(contexts)
     )
-    path = Path(output or stores[0].root / "report.html")
     atomic_write_bytes(path, html.encode())
     return Report(path, contexts, written)
+
+
+def _check_output(path: Path) -> None:
+    """Refuse, before any work, a report path that is a folder or lies under a file."""
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder; give the report's file name, e.g. -o {path / 'report.html'}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"-o {path}: {parent} is a file, not a folder; give a path in a folder")
+            break

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.evaluation import binarise
+from bench.evaluation import fed_mask
 from bench.io import png_data_uri, read_json, read_png
 from bench.planning import ORACLE, RunConfig
 from bench.report import charts, paired
-from bench.runstore import RunStore, summarize
+from bench.runstore import REPORTED_FIELDS, RunStore, summarize
 
 SPLIT_TITLES = {
     "test_paired": "synthetic paired occlusions",
@@ -137,17 +137,19 @@ def _png_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def fed_mask(store: RunStore, source: str, split: str, sid: str, threshold: float) -> str | None:
-    """The mask a mask-fed label was given for one sample, as ``Evaluator.masks_for`` builds it (the true mask,
-    none on clean faces, or the source's saved prediction binarised at ``threshold``), as a data URI; None when
-    the run folder does not hold what it was built from."""
-    if source == ORACLE:
-        if split == "test_clean":
-            shape = read_png(store.input_path(split, "input", sid)).shape[:2]
-            return _png_uri(np.zeros(shape, np.uint8))
-        return png_data_uri(store.input_path(split, "mask", sid))  # stored as 0/255, exactly the mask fed
-    path = store.prediction_path(source, split, sid, mask=True)
-    return _png_uri(binarise(read_png(path), threshold) * 255) if path.exists() else None
+def fed_mask_uri(store: RunStore, source: str, split: str, sid: str, threshold: float) -> str | None:
+    """The mask a mask-fed label was given for one sample (:func:`bench.evaluation.fed_mask`), as a data URI; None
+    when the run folder does not hold what it was built from."""
+    needed = [store.input_path(split, "input", sid)]
+    if source != ORACLE:
+        needed.append(store.prediction_path(source, split, sid, mask=True))
+    elif split != "test_clean":
+        needed.append(store.input_path(split, "mask", sid))
+    if not all(p.exists() for p in needed):
+        return None
+    size = read_png(needed[0]).shape[0]
+    true = lambda: (read_png(store.input_path(split, "mask", sid)) > 127).astype(np.uint8)  # noqa: E731 - stored 0/255
+    return _png_uri(fed_mask(store, source, split, sid, threshold, size, true) * 255)
 
 
 def grid(
@@ -179,7 +181,7 @@ def grid(
         source = sources.get(label, "own")
         if source != "own":
             note = "fed: true mask" if source == ORACLE else f"fed: {source}'s mask binarised at {threshold:g}"
-            rows += row("", note, "mask", [fed_mask(store, source, split, s, threshold) for s in samples])
+            rows += row("", note, "mask", [fed_mask_uri(store, source, split, s, threshold) for s in samples])
         else:
             masks = [png_data_uri(store.prediction_path(label, split, s, mask=True)) for s in samples]
             rows += row("", "predicted mask", "mask", masks)
@@ -317,8 +319,8 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     """Everything the template, the exports and the terminal summary need about one run."""
     from bench.metrics import AREA_BINS, area_bin
 
-    manifest = store.manifest()
-    df = store.frame()
+    manifest = store.manifest(REPORTED_FIELDS)
+    df = store.frame(verify=True)  # every row, image and evaluated label checked against what was recorded
     summary = summarize(df)
     facts = manifest.get("methods", {})
     specs = {label: f.get("spec", {}) for label, f in facts.items()}

@@ -1,8 +1,9 @@
 """What researchers paste into papers and leaderboards: Tables III/IV as LaTeX (booktabs) and Markdown, and one
-machine-readable ``results.json`` per run, validated by ``results.schema.json`` (documented in the README).
+machine-readable ``results.json`` per run, validated by ``results.schema.json`` (documented in docs/guide.md,
+"Exports").
 
-Written into each run folder by ``bench run`` and refreshed by ``bench report``: ``results.json`` and
-``tables/table3.{tex,md}``, ``tables/table4-<base>.{tex,md}``.
+Written into each run folder by ``bench run`` and refreshed by ``bench report``, all from the rows the page shows:
+``results.json``, ``summary.csv``, ``tables/table3.{tex,md}``, ``tables/table4-<base>.{tex,md}``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.io import atomic_write_bytes, write_json
+from bench.runstore import RunStore, write_summary
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 SCHEMA_VERSION = 1
@@ -223,9 +225,10 @@ def results(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(ctx: dict[str, Any], root: Path) -> list[Path]:
-    """``results.json`` and the tables into the run folder ``root``; returns the paths written."""
+    """``results.json``, ``summary.csv`` and the tables into the run folder ``root``; returns the paths written."""
     written = [root / "results.json"]
     write_json(written[0], results(ctx))
+    written.append(write_summary(RunStore(root), ctx["summary"]))
     for stem, texts in ctx["exports"].items():
         for ext, text in texts.items():
             path = root / "tables" / f"{stem}.{ext}"

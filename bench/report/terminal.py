@@ -82,7 +82,9 @@ def _paired(ctx: dict[str, Any], label: str, column: str) -> float | None:
 
 def print_run(console, ctx: dict[str, Any], report: Path) -> None:
     """``bench run``'s last words: one line per label on the synthetic paired set (the input last, marked),
-    what "±" and the groups mean, failures, the report's path."""
+    what "±" and the groups mean, failures, the report's path (names and errors as text, never as markup)."""
+    from rich.markup import escape
+
     letters = {m: c["letters"] for m, c in ctx["compared"].get("test_paired", {}).items()}
     columns = [
         Column("method", right=False),
@@ -121,8 +123,8 @@ def print_run(console, ctx: dict[str, Any], report: Path) -> None:
     title = f"run {ctx['id']} ({status}), synthetic paired occlusions"
     print_table(console, title, columns, rows, caption)
     for label, error in ctx["failed"].items():
-        console.print(f"failed: {label}: {error}", highlight=False)
-    console.print(f"report: {report}", soft_wrap=True, highlight=False)
+        console.print(f"failed: {escape(label)}: {escape(str(error))}", highlight=False)
+    console.print(f"report: {escape(str(report))}", soft_wrap=True, highlight=False)
 
 
 def json_summary(ctx: dict[str, Any], report: Path) -> dict[str, Any]:

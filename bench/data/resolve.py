@@ -1,0 +1,108 @@
+"""A run's dataset from plain values: which loader, its on-disk cache key, the user's natural test faces.
+
+Takes a :class:`DataConfig` (data fields only, no run configuration), so ``bench run`` and ``bench data preview``
+resolve data the same way. What the run does with the data afterwards (the identity re-split of
+``--identification``, then the user's natural faces as ``test_natural``) is the runner's flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.data.types import Benchmark, FaceSet, Occluder
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What decides a run's decoded data."""
+
+    dataset: str  # "synthetic" or a CelebA folder ("celeba:" prefix optional)
+    image_size: int
+    seed: int = 0
+    data_limit: int | None = None  # at most this many images per split
+    occluders: Path | None = None  # extra RGBA PNG occluders
+    natural_folder: Path | None = None  # the user's own occluded faces, scored as test_natural
+    allow_partial: bool = False  # CelebA: accept annotation files and images that disagree
+    cache: Path = Path("results/cache/data")  # where decoded datasets are memory-mapped
+
+
+@dataclass
+class ResolvedData:
+    bench: Benchmark
+    occluder: Occluder  # what paired training draws its occlusions from
+    natural: FaceSet | None  # the user's natural faces, read first (a bad file fails before the data is built)
+
+
+def resolve_data(cfg: DataConfig) -> ResolvedData:
+    """The benchmark and the occluder used for paired training. The decoded dataset comes from the on-disk
+    cache (memory-mapped) when one describes it, else it is built and stored."""
+    from bench.data.cache import cached_benchmark
+    from bench.data.embedded import default_occluder
+
+    occluder = default_occluder(cfg.image_size, user_dir=cfg.occluders)
+    natural = None
+    if cfg.natural_folder is not None:
+        from bench.data.folder import load_folder
+
+        natural = load_folder(cfg.natural_folder, size=cfg.image_size)
+    key, build = _loader(cfg, occluder)
+    bench, hit = cached_benchmark(cfg.cache, key, build)
+    bench.info = {**bench.info, "cache": "loaded (memory-mapped)" if hit else "built and stored"}
+    return ResolvedData(bench, occluder, natural)
+
+
+def _loader(cfg: DataConfig, occluder: Occluder) -> tuple[dict[str, Any], Any]:
+    """The cache key that describes the decoded data, and the function that builds it."""
+    from bench.cache import files_identity, source_closure
+    from bench.io import config_hash
+
+    key: dict[str, Any] = {
+        "size": cfg.image_size,
+        "seed": cfg.seed,
+        "limit": cfg.data_limit,
+        "occluders": files_identity(cfg.occluders),
+    }
+    if cfg.dataset == "synthetic":
+        from bench.data.embedded import build_synthetic
+
+        key |= {"loader": "synthetic", "code": config_hash(source_closure(("bench.data.embedded",), ("bench",)))}
+
+        def build() -> Benchmark:
+            return build_synthetic(size=cfg.image_size, seed=cfg.seed, user_dir=cfg.occluders, limit=cfg.data_limit)
+
+        return key, build
+    from bench.data.celeba import load_celeba, source_signature
+
+    root = Path(cfg.dataset.removeprefix("celeba:")).expanduser().resolve()
+    key |= {
+        "loader": "celeba",
+        "root": str(root),
+        "files": source_signature(root),
+        "code": config_hash(source_closure(("bench.data.celeba",), ("bench",))),
+    }
+    if cfg.allow_partial:  # only when set, so the keys of every existing complete dataset stay as they were
+        key["allow_partial"] = True
+
+    def build() -> Benchmark:
+        return load_celeba(
+            root,
+            size=cfg.image_size,
+            seed=cfg.seed,
+            limit=cfg.data_limit,
+            occluder=occluder,
+            allow_partial=cfg.allow_partial,
+        )
+
+    return key, build
+
+
+def with_natural(bench: Benchmark, natural: FaceSet | None, folder: Path | None) -> Benchmark:
+    """``bench`` with the user's natural faces as its ``test_natural`` (after any re-split, so they are never
+    pooled into training)."""
+    if natural is not None:
+        bench.test_natural = natural
+        bench.known_fingerprint = None  # a different natural test set: hash again
+        bench.info["test_natural"] = f"folder {folder}"
+    return bench
