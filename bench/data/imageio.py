@@ -207,11 +207,14 @@ def _read_rgb(path: Path, header: ImageHeader, scale: float) -> tuple[np.ndarray
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
 
 
-# libjpeg's warnings that mean damaged data (jerror.h: JWRN_HIT_MARKER, EXTRANEOUS_DATA, HUFF_BAD_CODE,
-# MUST_RESYNC, BOGUS_ICC: "Corrupt JPEG data: ..."; JPEG_EOF; NOT_SEQUENTIAL; BOGUS_PROGRESSION)
+# libjpeg's warnings that mean damaged data, each matched exactly as jerror.h words it (JWRN_EXTRANEOUS_DATA,
+# HIT_MARKER, HUFF_BAD_CODE, ARITH_BAD_CODE, MUST_RESYNC, BOGUS_ICC, JPEG_EOF, NOT_SEQUENTIAL, BOGUS_PROGRESSION):
+# exactly, so that text another thread wrote into the middle of such a line is kept, not swallowed with it.
 _DAMAGE = re.compile(
-    rb"^(?:Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters|Inconsistent progression)[^\n]*\n?",
-    re.MULTILINE,
+    rb"Corrupt JPEG data: (?:\d+ extraneous bytes before marker 0x[0-9a-f]{2}|premature end of data segment"
+    rb"|bad Huffman code|bad arithmetic code|found marker 0x[0-9a-f]{2} instead of RST\d|bad ICC marker)"
+    rb"|Premature end of JPEG file|Invalid SOS parameters for sequential JPEG"
+    rb"|Inconsistent progression sequence for component \d+ coefficient \d+"
 )
 T = TypeVar("T")
 
@@ -233,6 +236,7 @@ class _DecoderOutput:
         self._alone = False
         self._sink: IO[bytes] | None = None
         self._saved = -1
+        self._consumed = 0  # bytes of the sink already passed on
 
     def run(self, decode: Callable[[], T], alone: bool = False) -> tuple[T, bytes]:
         """``decode()`` and the bytes written to fd 2 while it ran."""
@@ -277,10 +281,13 @@ class _DecoderOutput:
         else:
             os.dup2(self._saved, 2)
             os.close(self._saved)
+        # Read on from where the last restore stopped, never truncate: a write another thread began before fd 2
+        # was restored may still land in the sink after this read, and is then passed on by the next restore.
         fd = self._sink.fileno()
-        rest = _DAMAGE.sub(b"", os.pread(fd, os.fstat(fd).st_size, 0)).strip(b"\n")
-        os.truncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)  # the next writes start at 0 (fd 2 shared this offset while redirected)
+        end = os.fstat(fd).st_size
+        text = _DAMAGE.sub(b"", os.pread(fd, end - self._consumed, self._consumed))
+        self._consumed = end
+        rest = b"\n".join(line for line in text.split(b"\n") if line.strip())  # the damage lines' own ends go too
         if rest and self._saved >= 0:
             os.write(2, rest + b"\n")
 
