@@ -24,6 +24,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def sample(shared_data) -> Path:
+    """The real 3,000-image CelebA subset in its official layout (skipped when absent)."""
+    root = shared_data / "celeba-sample"
+    if not root.is_dir():
+        pytest.skip("celeba-sample is absent")
+    return root
+
+
 def _blob_faces(n: int, size: int, seed: int):
     """Tiny stand-in faces (smooth colour gradients + dark 'eyes') for method unit tests."""
     from bench.data.types import FaceSet

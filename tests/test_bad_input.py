@@ -21,6 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.util import finished_run
+
 RUN = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "3", "--data-limit", "8"]
 
 
@@ -29,11 +31,7 @@ def finished(tmp_path_factory) -> SimpleNamespace:
     """A complete run (identity and telea, oracle masks) and the folders that the bad cases point at."""
     root = tmp_path_factory.mktemp("bad")
     out = root / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", *RUN, "--output", str(out)], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = (out / "runs").iterdir()
+    run = finished_run(out, RUN)
     files = root / "files"
     for name, data in {
         "occluders/broken.png": b"\x89PNG\r\n\x1a\nnot really",

@@ -34,14 +34,6 @@ def square_occluder(clean, landmarks, rng):
 
 
 @pytest.fixture(scope="module")
-def sample(shared_data):
-    root = shared_data / "celeba-sample"
-    if not root.is_dir():
-        pytest.skip("celeba-sample is absent")
-    return root
-
-
-@pytest.fixture(scope="module")
 def sample_bench(sample):
     return load_celeba(sample, size=32, occluder=square_occluder)
 

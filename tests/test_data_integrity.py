@@ -31,14 +31,6 @@ def _real_flipped(sample) -> bytes:
     return flip_in_scan((sample / IMAGE_DIR / REAL).read_bytes(), count=8, bits=0x5A)
 
 
-@pytest.fixture(scope="module")
-def sample(shared_data):
-    root = shared_data / "celeba-sample"
-    if not root.is_dir():
-        pytest.skip("celeba-sample is absent")
-    return root
-
-
 def _raw_opencv(path) -> subprocess.CompletedProcess:
     code = "import sys, cv2; im = cv2.imread(sys.argv[1]); print(None if im is None else im.shape)"
     return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)

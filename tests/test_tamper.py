@@ -25,6 +25,7 @@ import torch
 from bench import hookimpl
 from bench.method import Method, MethodSpec
 from tests.test_bad_input import _check_one_line, _tree
+from tests.util import finished_run
 
 RUN = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "3", "--data-limit", "8"]
 LABEL = "telea@gt"
@@ -35,11 +36,7 @@ def finished(tmp_path_factory) -> SimpleNamespace:
     """A complete run (identity and telea fed the true masks) and a folder of stray files."""
     root = tmp_path_factory.mktemp("tamper")
     out = root / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", *RUN, "--output", str(out)], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = (out / "runs").iterdir()
+    run = finished_run(out, RUN)
     files = root / "files"
     files.mkdir()
     (files / "note.txt").write_text("a file, not a folder")

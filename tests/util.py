@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,13 @@ def check_bit_exact_resume(cls, options: dict, total: int, kill_at: int, workdir
     resumed = train((kill_at, total), workdir / "resumed")
     assert same_state(whole.state_dict(), resumed.state_dict())
     return resumed
+
+
+def finished_run(out: Path, args: list[str]) -> Path:
+    """``bench run ARGS --output OUT`` in a subprocess, which must succeed: its one run folder."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args, "--output", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (out / "runs").iterdir()
+    return run
