@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.data.types import Benchmark, FaceSet
 from bench.errors import BenchError
-from bench.io import file_sha256, read_png, write_png
+from bench.io import read_png, write_png
 from bench.planning import ORACLE, Job, RunError
 from bench.runstore import RunStore
 
@@ -59,12 +59,6 @@ def store_inputs(store: RunStore, splits: dict[str, FaceSet]) -> None:
             if faces.masks is not None:
                 write_png(store.input_path(split, "mask", sid), faces.masks[i] * 255)
             write_png(path, faces.images[i])
-
-
-def _write_png(path, image: np.ndarray) -> str:
-    """Write one prediction PNG; its sha256 (read back from the page cache), which the row scoring it records."""
-    write_png(path, image)
-    return file_sha256(path)
 
 
 def check_output(label: str, images, masks, expected: tuple[int, ...]) -> None:
@@ -222,11 +216,11 @@ class Evaluator:
         from bench import metrics
 
         path = self.store.prediction_path
-        images = [_WRITER.submit(_write_png, path(job.label, split, faces.ids[i]), pred[j]) for j, i in enumerate(idx)]
+        images = [_WRITER.submit(write_png, path(job.label, split, faces.ids[i]), pred[j]) for j, i in enumerate(idx)]
         masks = []
         if pred_mask is not None:
             masks = [
-                _WRITER.submit(_write_png, path(job.label, split, faces.ids[i], mask=True), m)
+                _WRITER.submit(write_png, path(job.label, split, faces.ids[i], mask=True), m)
                 for m, i in zip(pred_mask, idx, strict=True)
             ]
         rows = self.rows(job, split, faces, idx, pred, pred_mask, seconds, metrics)

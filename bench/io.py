@@ -61,9 +61,10 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """uint8 [H,W,3] or [H,W] -> PNG, atomically. Not fsynced: every PNG is recomputed from the run's inputs, and
-    an fsync per image cost ~1 ms each, more than the metrics (the rows that claim them are fsynced)."""
+def write_png(path: Path, image: np.ndarray) -> str:
+    """uint8 [H,W,3] or [H,W] -> PNG, atomically; returns the sha256 of the bytes written (the digest a metrics
+    row records). Not fsynced: every PNG is recomputed from the run's inputs, and an fsync per image cost ~1 ms
+    each, more than the metrics (the rows that claim them are fsynced)."""
     import cv2
 
     if image.ndim == 3:
@@ -71,7 +72,9 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
     if not ok:
         raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes(), sync=False)
+    data = buf.tobytes()
+    atomic_write_bytes(path, data, sync=False)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_png(path: Path) -> np.ndarray:
