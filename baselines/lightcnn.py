@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data.types import FaceSet
 from bench.identification.recognizer import Recognizer, RecognizerContext
 
-__all__ = ["LightCNN9", "LightCNNRecognizer", "embed", "embedder", "lightcnn9", "register_timm", "train_lightcnn"]
+if TYPE_CHECKING:
+    from bench.data.types import TrainData
+
+__all__ = ["LightCNN9", "LightCNNRecognizer", "check_weights", "embed", "embedder", "lightcnn9", "register_timm"]
 
 OFFICIAL_CLASSES = 79077  # MS-Celeb-1M identities of the released LightCNN-9
 RELEASED_SIZE = 128  # its input side
@@ -168,61 +171,48 @@ def register_timm() -> None:
 
 def embedder(weights: str | Path, image_size: int = 128, device: str | torch.device = "cpu") -> LightCNN9:
     """A LightCNN-9 feature extractor in eval mode from a local weights file (official layout or a plain state
-    dict), built through timm's registry."""
+    dict), built through timm's registry; a file that does not fit is refused naming its keys or shapes."""
     import timm
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: LightCNN-9 weights file not found")
+    check_weights(weights, image_size)
     register_timm()
-    try:
-        model = timm.create_model(
-            "lightcnn9",
-            pretrained=True,
-            pretrained_cfg_overlay=dict(file=str(weights)),
-            num_classes=0,
-            img_size=image_size,
-        )
-    except RuntimeError as err:
-        raise ValueError(
-            f"{weights}: does not fit LightCNN-9 at image_size={image_size} (released weights need 128)"
-        ) from err
+    model = timm.create_model(
+        "lightcnn9", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), num_classes=0, img_size=image_size
+    )
     return model.to(device).eval()
 
 
-def train_lightcnn(
-    faces: FaceSet,
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    image_size: int | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> LightCNN9:
-    """Softmax identity classification as the official ``train.py``: SGD with momentum, fc2 at 10x lr,
-    biases at 2x (fc2: 20x) without weight decay, lr x0.457 at each eighth of training (every 10 of
-    80 epochs). Augmentation: horizontal flip and a shift of up to 1/16 of the side (their random
-    128 crop of 144 px faces). Returns the model in eval mode."""
-    labels = torch.from_numpy(np.unique(faces.identities, return_inverse=True)[1].reshape(-1))
-    rng = np.random.default_rng(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LightCNN9(num_classes=int(labels.max()) + 1, img_size=image_size or faces.size).to(device)
-        optimizer = torch.optim.SGD(_param_groups(model, lr), lr, momentum=momentum, weight_decay=weight_decay)
-        base = [group["lr"] for group in optimizer.param_groups]
-        model.train()
-        for step in range(steps):
-            decay = LR_DECAY ** (step * LR_DECAY_TIMES // max(steps, 1))
-            for group, group_lr in zip(optimizer.param_groups, base, strict=True):
-                group["lr"] = group_lr * decay
-            index = rng.integers(0, len(faces), batch_size)
-            x = _augment(to_gray(faces.images[index], model.img_size), rng).to(device)
-            loss = F.cross_entropy(model(x), labels[index].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+def check_weights(weights: str | Path, image_size: int = RELEASED_SIZE) -> None:
+    """Refuse a weights file whose tensors do not fit LightCNN-9's feature layers at ``image_size``, naming the
+    first keys missing, unexpected or of another shape (the classifier ``fc2`` is dropped: any class count fits).
+    Built on the meta device, so the check allocates nothing."""
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    tensors = state.get("state_dict", state) if isinstance(state, Mapping) else None
+    if not isinstance(tensors, Mapping) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise ValueError(f"{weights}: not a state dict of tensors (nor the official {{'state_dict': ...}} layout)")
+    found = {k: v for k, v in checkpoint_filter_fn(state).items() if not k.startswith("fc2.")}
+    with torch.device("meta"):
+        wanted = LightCNN9(num_classes=0, img_size=image_size).state_dict()
+    problems = []
+    if missing := [k for k in wanted if k not in found]:
+        problems.append(f"missing {_first(missing)}")
+    if unexpected := [k for k in found if k not in wanted]:
+        problems.append(f"unexpected {_first(unexpected)}")
+    if shapes := [k for k in wanted if k in found and found[k].shape != wanted[k].shape]:
+        k = shapes[0]
+        problems.append(
+            f"{len(shapes)} of another shape, e.g. {k} {list(found[k].shape)} where LightCNN-9 at "
+            f"image_size={image_size} has {list(wanted[k].shape)}"
+        )
+    if problems:
+        raise ValueError(f"{weights}: does not fit LightCNN-9: " + "; ".join(problems))
+
+
+def _first(keys: list[str], shown: int = 3) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} key{'s' * (len(keys) != 1)} ({', '.join(keys[:shown])}{more})"
 
 
 def _param_groups(model: LightCNN9, lr: float) -> list[dict]:
@@ -271,14 +261,23 @@ def embed(model: LightCNN9, images: np.ndarray, batch_size: int = 128) -> np.nda
 
 class LightCNNRecognizer(Recognizer):
     """LightCNN-9 behind the recognizer interface: the released checkpoint from ``--id-weights``, or trained by
-    the harness (softmax over the training identities, :func:`train_lightcnn`) and cached."""
+    the harness loop and cached. Training is the official ``train.py``'s softmax identity classification: SGD
+    with momentum, fc2 at 10x lr, biases at 2x (fc2: 20x) without weight decay, lr x0.457 at each eighth of
+    training (every 10 of 80 epochs). Augmentation: horizontal flip and a shift of up to 1/16 of the side (their
+    random 128 crop of 144 px faces)."""
 
     default_steps = {"quick": 600, "paper": 2000}
+    batch_size, lr, momentum, weight_decay = 64, 0.01, 0.9, 1e-4
 
     def __init__(self, ctx: RecognizerContext) -> None:
         super().__init__(ctx)
         # The released network takes 128 px (fc1 8192 -> 256) at any benchmark size: ``embed`` resizes faces to it.
         self.model = embedder(ctx.weights, image_size=RELEASED_SIZE, device=ctx.device) if ctx.weights else None
+        self.optimizer: torch.optim.SGD | None = None
+
+    @classmethod
+    def check_weights(cls, path: Path) -> None:
+        check_weights(path, RELEASED_SIZE)
 
     @property
     def trainable(self) -> bool:
@@ -287,17 +286,43 @@ class LightCNNRecognizer(Recognizer):
     def describe(self) -> str:
         return f"LightCNN-9 from {self.ctx.weights}" if self.ctx.weights else "LightCNN-9 trained in the harness"
 
-    def fit(self, faces: FaceSet, steps: int) -> None:
-        ctx = self.ctx
-        self.model = train_lightcnn(faces, steps, image_size=ctx.image_size, seed=ctx.seed, device=ctx.device)
+    def setup_training(self, data: TrainData) -> None:
+        faces, ctx = data.clean, self.ctx
+        self.faces, self.rng = faces, data.rng
+        self.labels = torch.from_numpy(np.unique(faces.identities, return_inverse=True)[1].reshape(-1))
+        torch.manual_seed(ctx.seed)
+        self._build(int(self.labels.max()) + 1)
+        self.optimizer = torch.optim.SGD(
+            _param_groups(self.model, self.lr), self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+        self.base_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.model.train()
+
+    def train_step(self, step: int) -> dict[str, float]:
+        decay = LR_DECAY ** (step * LR_DECAY_TIMES // max(self.ctx.steps, 1))
+        for group, group_lr in zip(self.optimizer.param_groups, self.base_lr, strict=True):
+            group["lr"] = group_lr * decay
+        index = self.rng.integers(0, len(self.faces), self.batch_size)
+        x = _augment(to_gray(self.faces.images[index], self.model.img_size), self.rng).to(self.ctx.device)
+        loss = F.cross_entropy(self.model(x), self.labels[index].to(self.ctx.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def parts(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer}
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         return embed(self.model, images)
 
     def state_dict(self) -> dict:
-        return {"num_classes": self.model.num_classes, "weights": self.model.state_dict()}
+        return {"num_classes": self.model.num_classes, **super().state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
-        model = LightCNN9(num_classes=int(state["num_classes"]), img_size=self.ctx.image_size)
-        model.load_state_dict(state["weights"])
-        self.model = model.to(self.ctx.device).eval()
+    def load_state_dict(self, state: Mapping) -> None:
+        if self.model is None:  # served from the cache: the class count comes with the weights
+            self._build(int(state["num_classes"]))
+        super().load_state_dict(state)
+
+    def _build(self, num_classes: int) -> None:
+        self.model = LightCNN9(num_classes=num_classes, img_size=self.ctx.image_size).to(self.ctx.device)

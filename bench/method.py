@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from bench.options import Options, for_profile
 from bench.registry import PluginSpec, check_name
+from bench.trainable import Trainable
 
 if TYPE_CHECKING:
     import torch
-
-    from bench.data.types import TrainData
 
 TRAINING_DATA = ("paired", "natural", "clean")
 
@@ -136,15 +135,12 @@ def paste(pred: torch.Tensor, images: torch.Tensor, hole: torch.Tensor) -> Resto
     return Restoration(hole * pred + (1 - hole) * images)
 
 
-class Method:
+class Method(Trainable):
     """Base class of every method. Override what applies; the harness calls, in order:
 
     ``__init__(ctx)`` (build networks) -> ``setup_training(data)`` (optimisers, samplers; only when
-    training) -> ``train_step(step)`` repeatedly -> ``restore(images, masks)`` in eval mode.
-    ``state_dict`` / ``load_state_dict`` must round-trip networks and, once training is set up,
-    optimisers and any other state a step reads (counters, image pools, private random generators):
-    that is what makes a killed and resumed run bit-identical to an uninterrupted one. The global torch,
-    numpy and Python generators and the training data's sampler are saved by the harness.
+    training) -> ``train_step(step)`` repeatedly -> ``restore(images, masks)`` in eval mode. The training
+    half, and what ``state_dict`` must round-trip for a bit-exact resume, is :class:`bench.trainable.Trainable`.
     """
 
     trainable: ClassVar[bool] = True
@@ -162,42 +158,6 @@ class Method:
         """The default training budget of ``profile``, else of its nearest base (``standard`` -> ``quick``),
         else the ``paper`` one."""
         return int(for_profile(cls.default_steps, profile, cls.default_steps.get("paper", 0)))
-
-    def setup_training(self, data: TrainData) -> None:
-        """Optimisers and samplers over ``data``; called once, only when the harness trains the method."""
-        raise NotImplementedError(
-            f"{type(self).__name__}.setup_training is not implemented: set `trainable = False` on a method that "
-            "does not train, or implement setup_training(data) and train_step(step)"
-        )
-
-    def train_step(self, step: int) -> dict[str, float]:
-        """One optimisation step; returns the named losses (floats) for logging and the NaN guard."""
-        raise NotImplementedError(
-            f"{type(self).__name__}.train_step is not implemented: set `trainable = False` on a method that "
-            "does not train, or implement train_step(step) returning its losses"
-        )
-
-    def parts(self) -> dict[str, Any]:
-        """Named networks and optimisers (None before ``setup_training``) that make up the state.
-
-        The default ``state_dict``/``load_state_dict`` round-trip exactly these, so most methods only
-        name their parts; a network missing from a checkpoint is an error, an optimiser is optional.
-        """
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {key: part.state_dict() for key, part in self.parts().items() if part is not None}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        from torch import nn
-
-        for key, part in self.parts().items():
-            if part is None:
-                continue
-            if key in state:
-                part.load_state_dict(state[key])
-            elif isinstance(part, nn.Module):
-                raise KeyError(f"{type(self).__name__}: checkpoint has no {key!r}; it was saved by another method")
 
     def restore(self, images: torch.Tensor, masks: torch.Tensor | None) -> Restoration:
         """The restored ``images`` (and, for ``predicts_mask=True``, the predicted masks) as a Restoration.

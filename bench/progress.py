@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from bench.training import FitResult
+    from bench.data.types import TrainData
+    from bench.trainable import Trainable
+    from bench.training import Budget, FitResult
 
 Clock = Callable[[], float]
 LINE_SHARE = 10  # off a terminal: a line each time another 1/LINE_SHARE of the steps is done ...
@@ -129,6 +131,28 @@ def training_progress(console: Console, name: str, total: int, *, show: bool = T
     if console.is_terminal or not show:
         return TrainingBar(console, name, total, show=show)
     return TrainingLines(console, name, total)
+
+
+def reported_fit(
+    console: Console, name: str, trainee: Trainable, data: TrainData, budget: Budget, workdir: Path, **fit_options: Any
+) -> FitResult:
+    """:func:`bench.training.fit` with the progress of ``name`` told on ``console`` (rank 0 alone under torchrun),
+    the interrupt line after the bar is gone (so it stands on its own) and the resume line; one way for every
+    trainee, methods and recognizers alike. ``fit_options`` go to ``fit``."""
+    from bench.distributed import Dist
+    from bench.training import TrainingInterrupted, fit
+
+    main = fit_options.get("dist", Dist()).main
+    try:
+        with training_progress(console, name, budget.steps, show=main) as progress:
+            result = fit(trainee, data, budget, workdir, on_start=progress.begin, on_step=progress.step, **fit_options)
+    except TrainingInterrupted as stop:
+        if main:
+            console.print(f"{name}: {stop}", markup=False, highlight=False)
+        raise
+    if result.resumed_from and main:
+        console.print(f"{name}: resumed training from step {result.resumed_from}", markup=False)
+    return result
 
 
 def trained_line(name: str, result: FitResult, stored: Path | None) -> str:

@@ -27,7 +27,7 @@ from bench.evaluation import EVAL_SPLITS, Evaluator, limit_splits, store_inputs
 from bench.io import FolderLock, config_hash
 from bench.method import Method
 from bench.planning import Plan, Planned, RunConfig, plan_run, resolve_methods
-from bench.progress import evaluation_progress, trained_line, training_progress
+from bench.progress import evaluation_progress, reported_fit, trained_line
 from bench.runstore import RunStore, find_or_create_run, now, write_summary
 
 
@@ -91,7 +91,8 @@ class Runner:
         if cfg.identification and cfg.id_weights is not None:
             from bench.identification.recognizer import check_weights_file
 
-            check_weights_file(cfg.id_weights)
+            specs = [plan.registry.get(name, "recognizer", flag="--id-model") for name in cfg.id_model]
+            check_weights_file(cfg.id_weights, [s.load() for s in specs if s.weights != "none"])
         t0 = time.perf_counter()
         bench, occluder = resolve_dataset(cfg)
         self.console.print(
@@ -308,9 +309,9 @@ class Runner:
         )
 
     def _fit(self, name: str, method: Method, stamp: str, entry: CacheEntry, run: RunInputs):
-        """The harness loop on ``method`` with a progress report; the interrupt and resume lines."""
+        """The harness loop on ``method``, on every rank's share of the training data, with its progress told."""
         from bench.data.types import TrainData
-        from bench.training import Budget, TrainingInterrupted, fit
+        from bench.training import Budget
 
         cfg, dist, bench = self.config, self.dist, run.bench
         data = TrainData(
@@ -322,27 +323,10 @@ class Runner:
             rank=dist.rank,
             world=dist.world,
         )
-        steps = method.ctx.total_steps
-        try:
-            with training_progress(self.console, name, steps, show=dist.main) as progress:
-                result = fit(
-                    method,
-                    data,
-                    Budget(steps, cfg.time_budget),
-                    entry.folder,
-                    on_start=progress.begin,
-                    on_step=progress.step,
-                    dist=dist,
-                    stamp=stamp,
-                    precision=cfg.precision,
-                )
-        except TrainingInterrupted as stop:  # after the bar is gone, so the line stands on its own
-            if dist.main:
-                self.console.print(f"{name}: {stop}", markup=False, highlight=False)
-            raise
-        if result.resumed_from and dist.main:
-            self.console.print(f"{name}: resumed training from step {result.resumed_from}", markup=False)
-        return result
+        budget = Budget(method.ctx.total_steps, cfg.time_budget)
+        return reported_fit(
+            self.console, name, method, data, budget, entry.folder, dist=dist, stamp=stamp, precision=cfg.precision
+        )
 
     @staticmethod
     def _copy_losses(entry: CacheEntry, store: RunStore, name: str) -> None:

@@ -129,10 +129,22 @@ def _pattern_faces(identities: int, per_identity: int, size: int, seed: int) -> 
     )
 
 
-def test_short_training_learns_identities_and_protocol_scores_them():
+def _trained(train: FaceSet, steps: int, workdir, batch_size: int = 12) -> idm.LightCNNRecognizer:
+    """A LightCNN-9 trained on ``train`` through the harness loop (bench.training.fit), as identification does."""
+    from bench.data.types import TrainData
+    from bench.identification.recognizer import RecognizerContext
+    from bench.training import Budget, fit
+
+    recognizer = idm.LightCNNRecognizer(RecognizerContext(image_size=train.size, device="cpu", steps=steps))
+    recognizer.batch_size = batch_size
+    assert recognizer.trainable
+    fit(recognizer, TrainData(train, train, None, ()), Budget(steps), workdir, checkpoint_every=5)
+    return recognizer
+
+
+def test_short_training_learns_identities_and_protocol_scores_them(tmp_path):
     train, held_out = _pattern_faces(4, 8, 16, seed=0), _pattern_faces(4, 4, 16, seed=1)
-    model = idm.train_lightcnn(train, steps=12, batch_size=12)
-    assert not model.training
+    model = _trained(train, 12, tmp_path).model.eval()
     with torch.no_grad():
         predicted = model(idm.to_gray(train.images, 16)).argmax(1).numpy()
     assert (predicted == train.identities).mean() >= 0.6  # chance: 0.25
@@ -147,3 +159,50 @@ def test_short_training_learns_identities_and_protocol_scores_them():
     ranks = [clean[f"rank{k}"] for k in range(1, 5)]
     assert ranks == sorted(ranks)
     assert all(clean[f"rank{k}_low"] <= clean[f"rank{k}"] <= clean[f"rank{k}_high"] for k in range(1, 5))
+
+
+def test_training_resumes_bit_exact_and_a_cached_state_embeds_alike(tmp_path):
+    """Killed after a checkpoint (the loop stopped at step 5 of 12 by a budget of 5), then resumed: the weights
+    equal those of an uninterrupted run; the stored state round-trips into a fresh recognizer (the cache)."""
+    from bench.data.types import TrainData
+    from bench.identification.recognizer import RecognizerContext
+    from bench.training import Budget, fit, state_digest
+
+    train = _pattern_faces(4, 4, 16, seed=0)
+    whole = _trained(train, 12, tmp_path / "whole")
+    ctx = RecognizerContext(image_size=16, device="cpu", steps=12)
+    first = idm.LightCNNRecognizer(ctx)
+    first.batch_size = 12
+    fit(first, TrainData(train, train, None, ()), Budget(5), tmp_path / "cut", checkpoint_every=5)
+    resumed = idm.LightCNNRecognizer(ctx)
+    resumed.batch_size = 12
+    result = fit(resumed, TrainData(train, train, None, ()), Budget(12), tmp_path / "cut", checkpoint_every=5)
+    assert result.resumed_from == 5 and result.steps == 12
+    assert state_digest(resumed.state_dict()) == state_digest(whole.state_dict())
+    served = idm.LightCNNRecognizer(ctx)
+    served.load_state_dict(whole.state_dict())
+    np.testing.assert_array_equal(served.embed(train.images), whole.embed(train.images))
+
+
+@pytest.mark.parametrize(
+    "state, cause",
+    [
+        ({"features.0.filter.weight": torch.zeros(96, 1, 5, 5)}, r"missing 19 keys \(features.0.filter.bias, "),
+        ("extra", r"unexpected 1 key \(extra\)"),
+        ("shape", r"1 of another shape, e.g. fc1.filter.weight \[512, 2048\] where LightCNN-9 at image_size=128"),
+        ({"state_dict": [1, 2]}, r"not a state dict of tensors"),
+    ],
+    ids=["missing-keys", "unexpected-key", "wrong-shape", "not-a-state-dict"],
+)
+def test_weights_that_do_not_fit_name_the_real_cause(tmp_path, state, cause):
+    full = idm.LightCNN9(num_classes=5, img_size=128).state_dict()
+    if state == "extra":
+        state = {**full, "extra": torch.zeros(1)}
+    elif state == "shape":
+        state = {**full, "fc1.filter.weight": torch.zeros(512, 2048)}  # a 64 px network's fc1
+    path = tmp_path / "w.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=cause):
+        idm.check_weights(path)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in full.items()}}, path)
+    idm.check_weights(path)  # the released layout, any class count: fits

@@ -244,7 +244,7 @@ def test_a_damaged_recognizer_checkpoint_is_refused_and_the_finished_runs_are_un
     kept = model.read_bytes()
     before = {p: p.read_bytes() for s in stores for p in s.root.rglob("*") if p.is_file()}
     state = torch.load(model, weights_only=True)
-    for value in state["model"]["weights"].values():
+    for value in state["model"]["model"].values():
         if value.is_floating_point():
             value.neg_()
     torch.save(state, model)  # well-formed, its stored digest kept: only the digest can tell

@@ -3,7 +3,7 @@
 Recognizers are pluggable the way methods are (the ``register_recognizers`` hook), so a third party adds one,
 e.g. an ArcFace network from a local weights file given by ``--id-weights``, without editing the harness.
 A recognizer maps aligned uint8 RGB faces to embedding vectors; the protocol compares them by cosine
-similarity. A trainable one (LightCNN-9 without weights) is trained by the harness on faces it is handed
+similarity. A trainable one (LightCNN-9 without weights) is trained by the harness loop on faces it is handed
 and cached like any checkpoint (``bench.cache``).
 """
 
@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.registry import PluginSpec, check_name
+from bench.trainable import Trainable
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from bench.data.types import FaceSet
 
 WEIGHTS = ("none", "optional", "required")  # whether the recognizer reads --id-weights
 
@@ -64,13 +63,16 @@ class RecognizerContext:
     seed: int = 0
     profile: str = "quick"
     weights: Path | None = None
+    steps: int = 0  # the training budget when the harness trains it (a schedule spans it)
 
 
-class Recognizer:
-    """Subclass and implement :meth:`embed`; a trainable one also :meth:`fit`, :meth:`state_dict` and
-    :meth:`load_state_dict`. ``default_steps`` are its training steps per profile (``--id-steps`` overrides)."""
+class Recognizer(Trainable):
+    """Subclass and implement :meth:`embed`. A trainable one implements the training contract methods have
+    (:class:`bench.trainable.Trainable`: ``setup_training`` on the faces in ``data.clean``, ``train_step``,
+    ``parts``), so the harness loop trains it: budget, bit-exact resume, the NaN guard and the cache.
+    ``default_steps`` are its training steps per profile (``--id-steps`` overrides)."""
 
-    default_steps: dict[str, int] = {}
+    default_steps: ClassVar[dict[str, int]] = {}
 
     def __init__(self, ctx: RecognizerContext) -> None:
         self.ctx = ctx
@@ -84,23 +86,19 @@ class Recognizer:
         """One line for the report: the network and where its weights come from."""
         return type(self).__name__
 
-    def fit(self, faces: FaceSet, steps: int) -> None:
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
-
     def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 RGB faces [N,H,W,3], aligned as the benchmark aligns them -> float32 embeddings [N,D]."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+    @classmethod
+    def check_weights(cls, path: Path) -> None:
+        """Raise ValueError, starting with ``path`` and naming what does not fit (keys, shapes), when the weights
+        file cannot be this network's; called at planning time, before any work. The base checks nothing."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
-
-def check_weights_file(path: Path) -> None:
-    """``--id-weights`` is a weights-only torch file, checked before any work with the real cause (a recognizer
-    then checks that its keys and shapes fit its network when it is built)."""
+def check_weights_file(path: Path, recognizers: list[type[Recognizer]]) -> None:
+    """``--id-weights`` checked before any work, with the real cause: a weights-only torch file (not some other
+    file, not a pickle of objects) whose keys and shapes fit each of ``recognizers`` that reads it."""
     import zipfile
 
     import torch
@@ -118,3 +116,8 @@ def check_weights_file(path: Path) -> None:
             f"--id-weights {path}: a pickle of Python objects (loading it would run code), not a weights-only file; "
             f"save the network's state_dict ({type(exc).__name__})"
         ) from exc
+    for recognizer in recognizers:
+        try:
+            recognizer.check_weights(path)
+        except ValueError as exc:
+            raise DataError(f"--id-weights {exc}") from exc

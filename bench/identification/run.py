@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -175,19 +174,19 @@ class Identification:
         if not recognizer.trainable:
             record = {"recognizer": name, "variant": "pretrained", "model": recognizer.describe()}
             return self.score(name, "pretrained", recognizer, None), [record]
-        steps = self.config.id_steps or for_profile(recognizer.default_steps, self.config.profile)
-        models = [self.train(spec, recognizer, "a", None, steps)]
+        models = [self.train(spec, recognizer, "a", None)]
         rows = self.score(name, "a", recognizer, None)
         for job in self.jobs:
             recognizer = spec.load()(self.context(spec))
-            models.append(self.train(spec, recognizer, "b", job, steps))
+            models.append(self.train(spec, recognizer, "b", job))
             rows += self.score(name, "b", recognizer, job.label)
         return rows, models
 
     def context(self, spec: RecognizerSpec) -> RecognizerContext:
         cfg = self.config
         weights = cfg.id_weights if spec.weights != "none" else None
-        return RecognizerContext(cfg.image_size, self.device, cfg.seed, cfg.profile, weights)
+        steps = cfg.id_steps or for_profile(spec.load().default_steps, cfg.profile)
+        return RecognizerContext(cfg.image_size, self.device, cfg.seed, cfg.profile, weights, steps)
 
     def score(self, name: str, variant: str, recognizer: Recognizer, only: str | None) -> list[dict[str, Any]]:
         """Rows of one trained (or pretrained) recognizer; ``only`` keeps that label's probes (variant b)."""
@@ -212,13 +211,16 @@ class Identification:
                 rows.append(row)
         return rows
 
-    def train(self, spec: RecognizerSpec, recognizer: Recognizer, variant: str, job, steps: int) -> dict[str, Any]:
-        """Train ``recognizer`` for Fig. 12's variant, or load it from the checkpoint cache."""
+    def train(self, spec: RecognizerSpec, recognizer: Recognizer, variant: str, job) -> dict[str, Any]:
+        """Train ``recognizer`` for Fig. 12's variant through the harness loop, or load it from the checkpoint
+        cache (one protocol with the methods: verified on load, resumed after a kill)."""
         from bench.cache import cache_entry, code_identity, env_weights, files_identity, source_closure, train_or_load
+        from bench.data.types import TrainData
         from bench.io import config_hash
-        from bench.training import FitResult
+        from bench.progress import reported_fit, trained_line
+        from bench.training import Budget
 
-        cfg = self.config
+        cfg, steps = self.config, recognizer.ctx.steps
         options: dict[str, Any] = {"variant": variant}
         if job is not None:
             options |= {"restored_by": job.label, "mask_threshold": cfg.mask_threshold}
@@ -242,22 +244,22 @@ class Identification:
             acceleration={},  # recognizers train in float32, contiguous; the restorers' precision is in `options`
         )
         trained_on = "clean training faces" if job is None else f"training faces restored by {job.label}"
+        name = f"id-{spec.name} ({variant}: {trained_on})"
         record = {"recognizer": spec.name, "variant": variant, "label": job.label if job else None}
         record |= {"model": recognizer.describe(), "trained_on": trained_on, "steps": steps}
         record["cache_key"] = config_hash(entry.key)
 
-        def train(stamp: str) -> FitResult:
+        def train(stamp: str):
             faces = self.bench.train_clean if job is None else self.restored_training_faces(job)
-            self.console.print(f"identification: training {spec.name} on {trained_on}, {steps} steps", markup=False)
-            t0 = time.perf_counter()
-            recognizer.fit(faces, steps)
-            return FitResult(steps, steps, time.perf_counter() - t0, 0, False, {})
+            data = TrainData(faces, self.bench.train_natural, self.occluder, self.bench.attribute_names, seed=cfg.seed)
+            return reported_fit(self.console, name, recognizer, data, Budget(steps), entry.folder, stamp=stamp)
 
         served = train_or_load(entry, recognizer, steps, train)
         if served.cached:
-            self.console.print(
-                f"identification: {spec.name} ({trained_on}) loaded from {entry.final}", markup=False, highlight=False
-            )
+            self.console.print(f"{name}: loaded from {entry.final}", markup=False, highlight=False)
+        else:
+            self.console.print(trained_line(name, served.fit, served.path), markup=False, highlight=False)
+            record["resumed_from"] = served.fit.resumed_from
         return record | {"cached": served.cached, "digest": served.model}
 
     def restorers(self, job) -> dict[str, Any]:
