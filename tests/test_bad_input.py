@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -20,7 +21,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from baselines.lightcnn import LightCNN9
 from tests.util import finished_run
 
 RUN = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "3", "--data-limit", "8"]
@@ -40,6 +43,8 @@ def finished(tmp_path_factory) -> SimpleNamespace:
         "notjson/answers.json": b"{not json",
         "vgg.pth": b"weights",
         "foreign.pt": pickle.dumps(SimpleNamespace(weights=[1.0])),  # a pickle of objects, not a weights file
+        "wrongkeys.pth": _torch_bytes({"conv1.weight": torch.zeros(8, 3, 3, 3)}),  # another network's weights
+        "at64.pth": _torch_bytes(LightCNN9(num_classes=3, img_size=64).state_dict()),  # trained at 64 px
     }.items():
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_bytes(data)
@@ -52,6 +57,12 @@ def finished(tmp_path_factory) -> SimpleNamespace:
     subprocess.run(["cp", "-r", str(run), str(corrupt)], check=True)
     (corrupt / "manifest.json").write_text('{"run_id": ')
     return SimpleNamespace(out=out, run=run, files=files, damaged=damaged, corrupt=corrupt)
+
+
+def _torch_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -234,6 +245,18 @@ CASES = [
         2,
         "foreign.pt: a pickle of Python objects (loading it would run code), not a weights-only file",
     ),
+    (
+        "id-weights-wrong-keys",
+        _run("--identification", "--id-weights", "{files}/wrongkeys.pth"),
+        2,
+        "wrongkeys.pth: does not fit LightCNN-9: missing 20 keys (features.0.filter.weight,",
+    ),
+    (
+        "id-weights-wrong-shapes",
+        _run("--identification", "--id-weights", "{files}/at64.pth"),
+        2,
+        "at64.pth: does not fit LightCNN-9: 1 of another shape, e.g. fc1.filter.weight [512, 2048] where",
+    ),
     ("allow-partial-synthetic", _run("--allow-partial"), 2, "--allow-partial applies to a CelebA folder"),
     # -- paths
     ("output-onto-a-file", [*RUN, "--output", "{files}/vgg.pth"], 2, "vgg.pth: is a file, not a folder; give a folder"),
@@ -353,6 +376,29 @@ def test_a_full_or_read_only_disk_is_one_line_and_loses_nothing(
     _check_one_line(got, err, 2, text)
     assert "free space or choose another --output folder, then run the same command again" in err
     assert _tree(finished.out) == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 160 KiB file system (tmpfs), so a write really fails for want of room; root only."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (root needed): {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_is_one_line_and_leaves_no_partial_entry(bench_main, small_disk):
+    """The data cache's first array does not fit: numpy's short write (no errno) is the disk-full line too, and
+    neither a half-written cache entry nor a run folder is left behind."""
+    out = small_disk / "out"
+    code, _, err = bench_main("run", "--methods", "identity", "--limit", "2", "--data-limit", "8", "--output", str(out))
+    _check_one_line(code, err, 2, "the disk is full; free space or choose another --output folder")
+    assert ".npy: the disk is full" in err
+    assert [p.name for p in out.rglob("*") if p.is_file()] == []
+    assert not (out / "runs").exists()
 
 
 def test_strict_plugin_mode_makes_a_broken_plugin_one_line(bench_main, monkeypatch):

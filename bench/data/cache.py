@@ -17,6 +17,7 @@ shrinks with more cores).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -77,7 +78,7 @@ def save(bench: Benchmark, folder: Path, key: dict[str, Any]) -> None:
             for name in _ARRAYS:
                 value = getattr(faces, name)
                 if value is not None:
-                    np.save(tmp / f"{split}.{name}.npy", np.ascontiguousarray(value))
+                    _save_array(tmp / f"{split}.{name}.npy", np.ascontiguousarray(value))
                 entry[name] = value is not None
             for name in _LISTS:
                 entry[name] = getattr(faces, name)
@@ -96,6 +97,17 @@ def save(bench: Benchmark, folder: Path, key: dict[str, Any]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _save_array(path: Path, value: np.ndarray) -> None:
+    """``np.save``, whose short write on a full disk (``ndarray.tofile``'s "N requested and M written") has no
+    errno: given ENOSPC when the disk lacks the room, so it is the one line every full disk gets (bench.io)."""
+    try:
+        np.save(path, value)
+    except OSError as exc:
+        if exc.errno is not None or shutil.disk_usage(path.parent).free >= value.nbytes:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
 
 
 def load(folder: Path) -> Benchmark:
