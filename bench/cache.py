@@ -3,7 +3,8 @@
 The key covers everything that decides the weights: the method and its *resolved* options (not the raw
 ``--opt`` strings), the method's code identity (its plugin's distribution and version, and a hash of the
 source of every module its factory reaches inside its own package and the harness, plus the data
-synthesis it trains on), the data fingerprint, the user's occluder files, local weight files, seed, image
+synthesis it trains on), the fingerprint of the training splits (never of the test sets: adding a test set
+reuses every model), the user's occluder files, local weight files, seed, image
 size, profile, the steps requested, and the torch version. A model is stored as ``model.pt`` only when it
 finished those steps; a run cut short (``--time-budget``, a kill) leaves ``last.pt``, which the next run
 with the same key resumes bit-exactly.
@@ -157,7 +158,7 @@ def cache_entry(
     return CacheEntry(root / method.replace(":", "_") / config_hash(key), key)
 
 
-def method_entry(cfg: RunConfig, planned: Planned, info, fingerprint: str) -> CacheEntry:
+def method_entry(cfg: RunConfig, planned: Planned, info, training_fingerprint: str) -> CacheEntry:
     """The checkpoint-cache entry of a method: everything that decides its trained weights."""
     spec, ctx = planned.spec, planned.ctx
     return cache_entry(
@@ -172,7 +173,7 @@ def method_entry(cfg: RunConfig, planned: Planned, info, fingerprint: str) -> Ca
         image_size=cfg.image_size,
         seed=cfg.seed,
         steps=ctx.total_steps,
-        data=fingerprint,
+        data=training_fingerprint,
         inputs=files_identity(cfg.occluders, cfg.weights_dir, env_weights()),
         acceleration=cfg.acceleration().training_key(),
     )

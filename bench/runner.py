@@ -57,7 +57,8 @@ class RunInputs:
     occluder: Occluder
     device: Any  # torch.device
     splits: dict[str, FaceSet]  # the evaluated test splits, cut to --limit
-    fingerprint: str  # the data's hash: keys every checkpoint
+    fingerprint: str  # the data's hash: what the rows were computed on
+    training_fingerprint: str  # the training splits' hash: keys every trained model
 
 
 class Runner:
@@ -113,9 +114,9 @@ class Runner:
                     world = f" ({dist.world} ranks)" if dist.world > 1 else ""
                     self.console.print(f"run folder: {store.root}{world}", markup=False)
                 try:
-                    fingerprint = bench.fingerprint()  # hashes every array: once per run
+                    fingerprints = bench.fingerprint(), bench.training_fingerprint()  # every array hashed once
                     splits = limit_splits(bench, cfg.limit)
-                    self._run(RunInputs(store, plan, planned, bench, occluder, device, splits, fingerprint))
+                    self._run(RunInputs(store, plan, planned, bench, occluder, device, splits, *fingerprints))
                 except BaseException as exc:
                     status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                     try:
@@ -160,6 +161,7 @@ class Runner:
             data={
                 "name": run.bench.name,
                 "fingerprint": run.fingerprint,
+                "training_fingerprint": run.training_fingerprint,
                 "info": run.bench.info,
                 "splits": {k: len(v) for k, v in run.bench.splits().items()},
             },
@@ -250,7 +252,8 @@ class Runner:
         if not method.trainable:
             run.store.set_status("training", name, trained="not trainable", model="not trainable", info=method.info())
         else:
-            self._train_or_load(planned, method, method_entry(self.config, planned, info, run.fingerprint), run)
+            entry = method_entry(self.config, planned, info, run.training_fingerprint)
+            self._train_or_load(planned, method, entry, run)
             self.dist.barrier()
         if accel.compile:
             compiled = accel.for_inference(method)

@@ -36,7 +36,8 @@ def test_second_resolution_is_memory_mapped_and_identical(tmp_path):
 
     fresh = build_synthetic(size=64, seed=0, limit=6)
     _same(second, fresh)
-    assert second.known_fingerprint == fresh.fingerprint()  # stored, and equal to hashing the arrays again
+    stored = dict(second.known_fingerprints)  # stored per split, and equal to hashing the arrays again
+    assert stored == fresh.split_fingerprints() and second.fingerprint() == fresh.fingerprint()
     (entry,) = (tmp_path / "cache" / "data").iterdir()
     assert len(list(entry.glob("*.npy"))) >= 10
 

@@ -4,7 +4,7 @@ Decoding and aligning full CelebA (202,599 JPEGs) takes many minutes and ~10 GB 
 run writes every array of the resolved :class:`~bench.data.types.Benchmark` as a ``.npy`` file under a key
 that describes what was loaded (loader, source files, size, seed, limit, and the loader's code); later runs
 open them with ``mmap_mode="r"``, so start-up takes seconds and resident memory grows only with the faces a
-run actually touches. The data fingerprint is stored with the arrays, so it is not recomputed either.
+run actually touches. Each split's fingerprint is stored with the arrays, so it is not recomputed either.
 
 Every file of an entry is verified before it is used: ``sha256.json`` holds the sha256 of each 16 MiB block of
 each file, written last, and a later run hashes them again, blocks on several threads (hashlib releases the
@@ -70,7 +70,7 @@ def save(bench: Benchmark, folder: Path, key: dict[str, Any]) -> None:
             "name": bench.name,
             "attribute_names": list(bench.attribute_names),
             "info": bench.info,
-            "fingerprint": bench.fingerprint(),
+            "fingerprints": bench.split_fingerprints(),
             "splits": {},
         }
         for split, faces in bench.splits().items():
@@ -111,7 +111,7 @@ def _save_array(path: Path, value: np.ndarray) -> None:
 
 
 def load(folder: Path) -> Benchmark:
-    """The stored benchmark with every array memory-mapped (read-only) and its stored fingerprint, once every
+    """The stored benchmark with every array memory-mapped (read-only) and its stored split fingerprints, once every
     file is verified (ValueError naming the first that is not as stored)."""
     verify(folder)
     meta = json.loads((folder / "benchmark.json").read_text())
@@ -125,7 +125,7 @@ def load(folder: Path) -> Benchmark:
                 values[f.name] = entry[f.name]
         splits[split] = FaceSet(**values)
     bench = Benchmark(name=meta["name"], attribute_names=tuple(meta["attribute_names"]), info=meta["info"], **splits)
-    bench.known_fingerprint = meta["fingerprint"]
+    bench.known_fingerprints = dict(meta.get("fingerprints", {}))
     return bench
 
 

@@ -103,6 +103,6 @@ def with_natural(bench: Benchmark, natural: FaceSet | None, folder: Path | None)
     pooled into training)."""
     if natural is not None:
         bench.test_natural = natural
-        bench.known_fingerprint = None  # a different natural test set: hash again
+        bench.known_fingerprints.pop("test_natural", None)  # a different natural test set: hash it again
         bench.info["test_natural"] = f"folder {folder}"
     return bench

@@ -246,6 +246,9 @@ def _attr_tensor(attributes: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(attributes, dtype=np.float32))
 
 
+TRAINING_SPLITS = ("train_clean", "train_natural")  # what a method or recognizer trains on
+
+
 @dataclass
 class Benchmark:
     """A dataset resolved into the splits every protocol needs (docs/design.md, "data path" step 1)."""
@@ -258,7 +261,9 @@ class Benchmark:
     test_natural: FaceSet  # natural occlusions; clean/masks only where known (synthetic set)
     test_clean: FaceSet  # faces without occlusion (Fig. 9: a method should change nothing)
     info: dict = field(default_factory=dict)  # how it was built (seed, size, counts, source)
-    known_fingerprint: str | None = field(default=None, repr=False)  # stored with a cached copy (bench.data.cache)
+    # each split's hash once computed, or as a cached copy stored it (bench.data.cache); a split replaced after it
+    # was hashed drops its entry (bench.data.resolve.with_natural)
+    known_fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def image_size(self) -> int:
@@ -273,11 +278,23 @@ class Benchmark:
             "test_clean": self.test_clean,
         }
 
-    def fingerprint(self) -> str:
-        if self.known_fingerprint is not None:
-            return self.known_fingerprint
-        h = hashlib.sha256(self.name.encode())
+    def split_fingerprints(self) -> dict[str, str]:
+        """Each split's hash (every array's bytes and every list), computed once."""
         for key, faces in self.splits().items():
-            h.update(key.encode())
-            h.update(faces.fingerprint().encode())
+            if key not in self.known_fingerprints:
+                self.known_fingerprints[key] = faces.fingerprint()
+        return {key: self.known_fingerprints[key] for key in self.splits()}
+
+    def fingerprint(self, splits: tuple[str, ...] | None = None) -> str:
+        """The hash of the dataset (of ``splits`` alone when given): what the run's rows were computed on."""
+        h = hashlib.sha256(self.name.encode())
+        for key, value in self.split_fingerprints().items():
+            if splits is None or key in splits:
+                h.update(key.encode())
+                h.update(value.encode())
         return h.hexdigest()
+
+    def training_fingerprint(self) -> str:
+        """The hash of what training reads (the training splits): a trained model's key holds it, not the test
+        sets', so adding or changing a test set reuses every cached model."""
+        return self.fingerprint(TRAINING_SPLITS)

@@ -104,7 +104,7 @@ class Identification:
         self.store, self.bench, self.splits, self.jobs, self.methods = run.store, run.bench, run.splits, jobs, methods
         self.config, self.device, self.console, self.registry = config, run.device, console, run.plan.registry
         self.occluder = run.occluder
-        self.fingerprint = run.fingerprint  # every trained recognizer's key holds it
+        self.fingerprint = run.training_fingerprint  # every trained recognizer's key holds it (the test sets not)
         self.gallery_faces = run.bench.test_clean  # every test identity enrolled, whatever --limit cut from probes
         self.gallery = protocol.choose_gallery(self.gallery_faces, config.seed)
         self.sets = probe_sets(run.store, run.splits, [j.label for j in jobs], self.gallery)
