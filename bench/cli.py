@@ -229,6 +229,8 @@ METHODS, DATA, TRAINING, IDENTIFICATION, SPEED, OUTPUT = (
 
 # Long for a reason (its docstring is the --help text): typer reads options from the signature, one line per
 # RunConfig field with the field's own default (_opt); the body passes them on by name.
+# Long in its signature alone (the body is ~40 lines): typer reads each option from a parameter, whose default
+# and type ``_opt`` takes from the RunConfig field of that name. The docstring is the command's help.
 @app.command()
 def run(
     command: typer.Context,
