@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,14 @@ from rich.markup import escape
 
 from bench import distributed
 from bench.cache import CacheEntry, method_entry, train_or_load
-from bench.data.types import Benchmark, FaceSet, Occluder
+from bench.data.types import Benchmark, Occluder
 from bench.errors import CheckpointError, FolderBusy, RunError
 from bench.evaluation import EVAL_SPLITS, Evaluator, limit_splits, store_inputs
 from bench.io import FolderLock, config_hash
 from bench.method import Method
 from bench.planning import Plan, Planned, RunConfig, plan_run, resolve_methods
 from bench.progress import evaluation_progress, reported_fit, trained_line
+from bench.run_inputs import RunInputs
 from bench.runstore import RunStore, find_or_create_run, now, write_summary
 
 
@@ -44,21 +45,6 @@ def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Occluder]:
 
         bench = identity_split(bench, data.occluder, config.seed)
     return with_natural(bench, data.natural, config.natural_folder), data.occluder
-
-
-@dataclass
-class RunInputs:
-    """What the job loop works on, resolved before it starts."""
-
-    store: RunStore
-    plan: Plan
-    planned: dict[str, Planned]
-    bench: Benchmark
-    occluder: Occluder
-    device: Any  # torch.device
-    splits: dict[str, FaceSet]  # the evaluated test splits, cut to --limit
-    fingerprint: str  # the data's hash: what the rows were computed on
-    training_fingerprint: str  # the training splits' hash: keys every trained model
 
 
 class Runner:

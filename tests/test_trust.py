@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cache import source_closure
+from bench.identity import source_closure
 
 RUN = ["run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "6", "--data-limit", "40"]
 
@@ -91,7 +91,7 @@ def test_changed_code_changes_the_code_identity(tmp_path, monkeypatch):
 
 
 def test_builtin_methods_hash_their_own_sources_and_the_training_harness():
-    from bench.cache import HARNESS_TRAINING_MODULES
+    from bench.identity import HARNESS_TRAINING_MODULES
 
     files = source_closure(("baselines.pconv", *HARNESS_TRAINING_MODULES), ("baselines", "bench"))
     assert {"baselines.pconv", "bench.nn.vgg", "bench.training", "bench.data.occluders"} <= set(files)

@@ -55,7 +55,7 @@ def resolve_data(cfg: DataConfig) -> ResolvedData:
 
 def _loader(cfg: DataConfig, occluder: Occluder) -> tuple[dict[str, Any], Any]:
     """The cache key that describes the decoded data, and the function that builds it."""
-    from bench.cache import files_identity, source_closure
+    from bench.identity import files_identity, source_closure
     from bench.io import config_hash
 
     key: dict[str, Any] = {

@@ -29,7 +29,7 @@ from bench.identification.recognizer import Recognizer, RecognizerContext, Recog
 from bench.options import for_profile
 
 if TYPE_CHECKING:
-    from bench.runner import RunInputs
+    from bench.run_inputs import RunInputs
 
 MAX_RANK = 5
 EXAMPLES = 4  # Fig. 13 triplets in the report
@@ -214,8 +214,9 @@ class Identification:
     def train(self, spec: RecognizerSpec, recognizer: Recognizer, variant: str, job) -> dict[str, Any]:
         """Train ``recognizer`` for Fig. 12's variant through the harness loop, or load it from the checkpoint
         cache (one protocol with the methods: verified on load, resumed after a kill)."""
-        from bench.cache import cache_entry, code_identity, env_weights, files_identity, source_closure, train_or_load
+        from bench.cache import cache_entry, env_weights, train_or_load
         from bench.data.types import TrainData
+        from bench.identity import code_identity, files_identity, source_closure
         from bench.io import config_hash
         from bench.progress import reported_fit, trained_line
         from bench.training import Budget
@@ -264,7 +265,7 @@ class Identification:
 
     def restorers(self, job) -> dict[str, Any]:
         """What decides a label's restorations of the training faces: each model involved and its code."""
-        from bench.cache import code_identity
+        from bench.identity import code_identity
 
         trained = self.store.manifest().get("training", {})
         names = [job.spec.name] + ([job.mask_source] if job.mask_source in self.methods else [])
