@@ -443,6 +443,39 @@ def study_tally(
         typer.echo(f"{r['method']}: {r['percent']:.1f}% [{r['ci95_low']:.1f}, {r['ci95_high']:.1f}] of {r['n']}")
 
 
+@app.command("export")
+def export(
+    run: Path = typer.Argument(..., help="Run folder."),
+    folder: Path = typer.Argument(..., help="A new or empty folder to write the test sets into."),
+) -> None:
+    """Write a run's fixed test sets (inputs, true masks, index.csv) for a method that runs elsewhere."""
+    from bench.exchange import export_run
+
+    try:
+        counts = export_run(run, folder)
+    except (BenchError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{folder}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+
+
+@app.command("import")
+def import_(
+    run: Path = typer.Argument(..., help="Run folder (exported with `bench export`)."),
+    folder: Path = typer.Argument(..., help="Restorations: <split>/<name>.png, optionally <split>/mask/<name>.png."),
+    label: str = typer.Option(..., "--label", "-l", help="The name its rows and report rows take."),
+) -> None:
+    """Score restorations computed elsewhere as one more label of a run, under the same protocol."""
+    from rich.console import Console
+
+    from bench.exchange import import_run
+
+    try:
+        counts = import_run(run, label, folder, Console(stderr=True, soft_wrap=True))
+    except (BenchError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{label}: scored " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+
+
 @app.command()
 def perf(
     methods: str = typer.Option("identity,telea,oagan,pconv", "--methods", "-m"),

@@ -210,6 +210,13 @@ class Evaluator:
         self.flush()
         self._pending = _SCORER.submit(self._store_batch, job, split, faces, idx, pred, pred_mask, seconds, outside)
 
+    def store_restorations(self, job: Job, split: str, faces: FaceSet, idx: np.ndarray, pred, pred_mask) -> None:
+        """Restorations made elsewhere (``bench import``: uint8 images, predicted masks or None) saved and scored
+        as :meth:`evaluate_batch` saves and scores a method's; their time per image is unknown (None)."""
+        self.flush()
+        outside = np.zeros(len(idx))  # uint8 images cannot leave [0, 1]
+        self._pending = _SCORER.submit(self._store_batch, job, split, faces, idx, pred, pred_mask, None, outside)
+
     def _store_batch(self, job, split, faces, idx, pred, pred_mask, seconds, outside) -> None:
         """Write the PNGs, score them, append the rows once every PNG is on disk (a kill never leaves a row
         without its image)."""

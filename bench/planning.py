@@ -175,6 +175,15 @@ class RunConfig:
             if value == "":
                 raise RunError(f"--opt {key}= has an empty value; give one ({key}=VALUE, or {key}=none) or drop it")
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any], output: Path) -> RunConfig:
+        """The configuration a manifest recorded (``asdict`` written as JSON: paths as strings), validated again,
+        with ``output`` the run's output root (the folder may have moved since)."""
+        paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
+        known = {f.name for f in fields(cls)}
+        values = {k: (Path(v) if k in paths and v is not None else v) for k, v in record.items() if k in known}
+        return cls(**(values | {"output": output}))
+
     def acceleration(self):
         from bench.acceleration import Acceleration
 

@@ -48,6 +48,7 @@ def finished(tmp_path_factory) -> SimpleNamespace:
     }.items():
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_bytes(data)
+    _restorations(run, files)
     damaged = root / "damaged"  # a copy of the run whose metrics and manifest are damaged
     subprocess.run(["cp", "-r", str(run), str(damaged)], check=True)
     rows = damaged / "metrics" / "identity.jsonl"
@@ -57,6 +58,27 @@ def finished(tmp_path_factory) -> SimpleNamespace:
     subprocess.run(["cp", "-r", str(run), str(corrupt)], check=True)
     (corrupt / "manifest.json").write_text('{"run_id": ')
     return SimpleNamespace(out=out, run=run, files=files, damaged=damaged, corrupt=corrupt)
+
+
+def _restorations(run: Path, files: Path) -> None:
+    """Folders for ``bench import``: the identity label's own outputs as they should be, then each one wrong."""
+    import shutil
+
+    import numpy as np
+
+    from bench.io import write_png
+
+    ok = files / "imp_ok"
+    for png in (run / "predictions" / "identity").rglob("*.png"):
+        (ok / png.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, ok / png.parent.name / png.name)
+    for name in ("imp_missing", "imp_extra", "imp_size", "imp_masks"):
+        shutil.copytree(ok, files / name)
+    first = sorted((ok / "test_paired").glob("*.png"))[0]
+    (files / "imp_missing" / "test_paired" / first.name).unlink()
+    shutil.copy(first, files / "imp_extra" / "test_paired" / "stranger.png")
+    write_png(files / "imp_size" / "test_paired" / first.name, np.zeros((32, 32, 3), np.uint8))
+    write_png(files / "imp_masks" / "test_paired" / "mask" / first.name, np.zeros((64, 64), np.uint8))
 
 
 def _torch_bytes(state: dict) -> bytes:
@@ -200,6 +222,27 @@ CASES = [
         "identity.jsonl:2 is a damaged metrics row; run the same `bench run` again",
     ),
     ("report-corrupt-manifest", ["report", "{corrupt}", "-o", "{files}/r.html"], 2, "manifest.json is corrupt"),
+    # -- export and import (results computed elsewhere)
+    ("export-into-a-full-folder", ["export", "{run}", "{files}"], 2, "exists and is not an empty folder; give a new"),
+    ("export-not-a-run", ["export", "{files}", "{files}/exported"], 2, "is not a run folder (no manifest.json"),
+    ("import-no-folder", ["import", "{run}", "{files}/nosuch", "-l", "mine"], 2, "nosuch: no such folder; give"),
+    ("import-label-of-the-run", ["import", "{run}", "{files}/imp_ok", "-l", "identity"], 2, "a method is called so"),
+    ("import-label-of-a-method", ["import", "{run}", "{files}/imp_ok", "-l", "oagan"], 2, "a method is called so"),
+    ("import-label-grammar", ["import", "{run}", "{files}/imp_ok", "-l", "My Method"], 2, "name 'My Method' is not"),
+    ("import-missing-file", ["import", "{run}", "{files}/imp_missing", "-l", "mine"], 2, "1 restoration(s) missing"),
+    (
+        "import-extra-file",
+        ["import", "{run}", "{files}/imp_extra", "-l", "mine"],
+        2,
+        "1 file(s) match no exported input, e.g. stranger.png; remove them",
+    ),
+    (
+        "import-wrong-size",
+        ["import", "{run}", "{files}/imp_size", "-l", "mine"],
+        2,
+        "is 32x32, the benchmark's images are 64x64; restore at the exported size",
+    ),
+    ("import-masks-for-some", ["import", "{run}", "{files}/imp_masks", "-l", "mine"], 2, "predicted mask(s) missing"),
     # -- user study
     ("study-unknown-method", ["study", "export", "{run}", "-m", "telea@gt,nosuch"], 2, "nosuch"),
     (
