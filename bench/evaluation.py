@@ -162,12 +162,16 @@ class Evaluator:
         if pending is not None:
             pending.result()
 
-    def evaluate(self, job: Job, method, splits: dict[str, FaceSet], device) -> None:
+    def evaluate(self, job: Job, method, splits: dict[str, FaceSet], device) -> dict[str, str]:
+        """Every sample of ``splits`` not scored yet; returns the splits that cannot be scored, each with why
+        (the caller says so and records it: nothing is skipped in silence)."""
+        skipped = {}
         for split, faces in splits.items():
             if len(faces) == 0:
                 continue
             if job.spec.needs_mask and job.mask_source == ORACLE and split != "test_clean" and faces.masks is None:
-                continue  # no oracle mask exists for real natural occlusions
+                skipped[split] = f"its occlusions have no true mask to feed as {ORACLE} (real occluders, not pastes)"
+                continue
             dropped = self.store.repair_rows(job.label)
             if dropped:
                 warnings.warn(
@@ -185,6 +189,7 @@ class Evaluator:
                         self.evaluate_batch(job, method, split, faces, todo, device, batch_number=number)
             finally:
                 self.flush()  # the batches restored before a failure keep their rows
+        return skipped
 
     def evaluate_batch(
         self, job: Job, method, split: str, faces: FaceSet, idx: np.ndarray, device, batch_number: int = 0

@@ -199,8 +199,11 @@ class Runner:
                         f"[yellow]{escape(job.label)}: rows of another model were discarded and recomputed"
                     )
                 with evaluation_progress(self.console, job.label, show=dist.main):
-                    evaluator.evaluate(job, methods[name], run.splits, run.device)
-                store.set_status("methods", job.label, status="evaluated", spec=job.spec.facts())
+                    skipped = evaluator.evaluate(job, methods[name], run.splits, run.device)
+                for split, why in skipped.items() if dist.main else ():
+                    self.console.print(f"{job.label}: not scored on {split}: {why}", markup=False, highlight=False)
+                facts = {"spec": job.spec.facts(), "not_scored": skipped}
+                store.set_status("methods", job.label, status="evaluated", **facts)
             except (KeyboardInterrupt, OSError, CheckpointError):
                 raise
             except Exception as exc:  # one method failing never costs the others their results

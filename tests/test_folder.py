@@ -305,3 +305,23 @@ def test_unusual_but_valid_jpegs_load(tmp_path, options):
     Image.fromarray(image).save(tmp_path / "face.jpg", quality=95, **options)
     faces = load_folder(tmp_path, size=16)
     assert faces.images[0, :6].min() > 230 and faces.images[0, 10:].max() < 25
+
+
+def test_a_label_fed_the_oracle_on_real_occlusions_says_it_is_not_scored_there(tmp_path, bench_main):
+    """Real natural occlusions have no true mask, so ``telea@gt`` cannot be scored on them: one line says so and
+    the manifest records why, never an absent row without a word."""
+    import json
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        _save(tmp_path / "faces" / f"f{i}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    argv = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "2", "--data-limit", "8"]
+    code, _, err = bench_main(*argv, "--natural-folder", str(tmp_path / "faces"), "--output", str(out))
+    assert code == 0, err
+    assert "telea@gt: not scored on test_natural: its occlusions have no true mask to feed as gt" in err
+    (run,) = (out / "runs").iterdir()
+    methods = json.loads((run / "manifest.json").read_text())["methods"]
+    assert set(methods["telea@gt"]["not_scored"]) == {"test_natural"} and methods["identity"]["not_scored"] == {}
+    rows = [json.loads(line) for line in (run / "metrics" / "telea@gt.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in rows} == {"test_paired", "test_clean"}
