@@ -200,11 +200,11 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
 
 
 def _default(name: str) -> Any:
-    """RunConfig's default for the field ``name`` (a list as the comma-separated text the option takes), so the
-    CLI restates no default of its own."""
+    """RunConfig's default for the field ``name`` (a list of names as the comma-separated text the option takes;
+    a list of paths as a repeatable option), so the CLI restates no default of its own."""
     spec = RunConfig.__dataclass_fields__[name]
     value = spec.default if spec.default_factory is MISSING else spec.default_factory()
-    return ",".join(value) if isinstance(value, list) else value
+    return ",".join(value) if spec.type == "list[str]" else value
 
 
 def _opt(name: str, panel: str, help: str, *flags: str) -> Any:
@@ -227,8 +227,6 @@ METHODS, DATA, TRAINING, IDENTIFICATION, SPEED, OUTPUT = (
 )
 
 
-# Long for a reason (its docstring is the --help text): typer reads options from the signature, one line per
-# RunConfig field with the field's own default (_opt); the body passes them on by name.
 # Long in its signature alone (the body is ~40 lines): typer reads each option from a parameter, whose default
 # and type ``_opt`` takes from the RunConfig field of that name. The docstring is the command's help.
 @app.command()
@@ -255,6 +253,10 @@ def run(
     limit: int | None = _opt("limit", DATA, "Score at most this many samples per test split."),
     occluders: Path | None = _opt("occluders", DATA, "Folder of extra RGBA PNG occluders."),
     natural_folder: Path | None = _opt("natural_folder", DATA, "Your own occluded faces (scored as test_natural)."),
+    paired_folder: list[Path] = _opt(
+        "paired_folder", DATA, "Your own paired test set (input/, gt/, mask/ optional); repeatable."
+    ),
+    derive_mask: float | None = _opt("derive_mask", DATA, "Masks of paired folders without mask/: |input-gt| > T."),
     allow_partial: bool = _opt(
         "allow_partial",
         DATA,

@@ -39,10 +39,11 @@ class MethodOutputError(BenchError):
 
 
 def limit_splits(bench: Benchmark, limit: int | None) -> dict[str, FaceSet]:
-    """The evaluated test splits, each cut to its first ``limit`` samples."""
+    """The evaluated test splits (the built-in ones, then the user's paired folders), each cut to its first
+    ``limit`` samples."""
     out = {}
-    for split in EVAL_SPLITS:
-        faces = getattr(bench, split)
+    for split in (*EVAL_SPLITS, *bench.paired):
+        faces = bench.splits()[split]
         out[split] = faces.subset(np.arange(limit)) if limit is not None and len(faces) > limit else faces
     return out
 
@@ -170,7 +171,10 @@ class Evaluator:
             if len(faces) == 0:
                 continue
             if job.spec.needs_mask and job.mask_source == ORACLE and split != "test_clean" and faces.masks is None:
-                skipped[split] = f"its occlusions have no true mask to feed as {ORACLE} (real occluders, not pastes)"
+                skipped[split] = (
+                    f"its occlusions have no true mask to feed as {ORACLE} (real occluders; or a paired folder "
+                    "without mask/ or --derive-mask)"
+                )
                 continue
             dropped = self.store.repair_rows(job.label)
             if dropped:

@@ -102,6 +102,8 @@ class RunConfig:
     batch_size: int = 16
     data_limit: int | None = None  # at most this many images per split (whole identities on CelebA)
     natural_folder: Path | None = None  # a user's own naturally occluded faces replace test_natural
+    paired_folder: list[Path] = field(default_factory=list)  # a user's paired test sets (bench.data.paired)
+    derive_mask: float | None = None  # their true masks from |input - gt| > this where no mask/ is given
     identification: bool = False  # the Fig. 12 protocol (trains a LightCNN-9 unless id_weights is given)
     id_weights: Path | None = None
     id_steps: int | None = None
@@ -150,6 +152,7 @@ class RunConfig:
         _existing("--weights-dir", self.weights_dir, "folder")
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
+        self._check_paired()
         _existing("--id-weights", self.id_weights, "file")
         _output_folder(self.output)
         try:
@@ -184,6 +187,24 @@ class RunConfig:
         values = {k: (Path(v) if k in paths and v is not None else v) for k, v in record.items() if k in known}
         return cls(**(values | {"output": output}))
 
+    def _check_paired(self) -> None:
+        from bench.data.paired import split_name
+
+        self.paired_folder = [Path(p) for p in self.paired_folder]
+        names: dict[str, Path] = {}
+        for folder in self.paired_folder:
+            _existing("--paired-folder", folder, "folder")
+            name = split_name(folder)
+            if name in names:
+                raise RunError(
+                    f"--paired-folder {folder} and {names[name]} would both be split {name}; rename one of the folders"
+                )
+            names[name] = folder
+        if self.derive_mask is not None and not (math.isfinite(self.derive_mask) and 0 < self.derive_mask < 1):
+            raise RunError(
+                f"--derive-mask is a difference in [0, 1] and must be strictly inside it, got {self.derive_mask}"
+            )
+
     def acceleration(self):
         from bench.acceleration import Acceleration
 
@@ -201,8 +222,9 @@ class RunConfig:
         d = asdict(self)
         for key in ("device", "output", "batch_size"):
             d.pop(key)
-        if not d["allow_partial"]:  # added later: absent when off, so existing runs keep their identity
-            d.pop("allow_partial")
+        for key in ("allow_partial", "paired_folder", "derive_mask"):  # added later: absent when off, so that
+            if not d[key]:  # the runs made before keep their identity
+                d.pop(key)
         return d
 
     def options_for(self, name: str, declared: set[str]) -> dict[str, str]:
@@ -283,7 +305,12 @@ def plan_jobs(specs: list[MethodSpec], mask_sources: list[str], registry: Regist
 
 # An option that means something only beside another (RunConfig field -> the field it needs): given alone, the
 # run would silently ignore it.
-NEEDS = {"id_model": "identification", "id_weights": "identification", "id_steps": "identification"}
+NEEDS = {
+    "id_model": "identification",
+    "id_weights": "identification",
+    "id_steps": "identification",
+    "derive_mask": "paired_folder",
+}
 
 
 def _flag(field_name: str) -> str:

@@ -34,9 +34,9 @@ from bench.runstore import RunStore, find_or_create_run, now, write_summary
 
 def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Occluder]:
     """The run's data: resolved (:func:`bench.data.resolve.resolve_data`), re-split by identity for
-    ``--identification`` (a gallery of a few people says nothing; recorded), then the user's natural faces as
-    ``test_natural`` (after the re-split, so they are never pooled into training)."""
-    from bench.data.resolve import resolve_data, with_natural
+    ``--identification`` (a gallery of a few people says nothing; recorded), then the user's test sets (natural faces as
+    ``test_natural``, paired folders) after the re-split, so they are never pooled into training."""
+    from bench.data.resolve import resolve_data, with_user_sets
 
     data = resolve_data(config.data())
     bench = data.bench
@@ -44,7 +44,7 @@ def resolve_dataset(config: RunConfig) -> tuple[Benchmark, Occluder]:
         from bench.identification.split import identity_split
 
         bench = identity_split(bench, data.occluder, config.seed)
-    return with_natural(bench, data.natural, config.natural_folder), data.occluder
+    return with_user_sets(bench, data, config.natural_folder), data.occluder
 
 
 class Runner:

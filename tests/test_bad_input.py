@@ -43,6 +43,9 @@ def finished(tmp_path_factory) -> SimpleNamespace:
         "notjson/answers.json": b"{not json",
         "vgg.pth": b"weights",
         "foreign.pt": pickle.dumps(SimpleNamespace(weights=[1.0])),  # a pickle of objects, not a weights file
+        "paired/one/input/a.png": _png_bytes(),
+        "paired/one/gt/a.png": _png_bytes(),
+        "paired/One/input/a.png": _png_bytes(),  # no gt/: and the same split name as paired/one
         "wrongkeys.pth": _torch_bytes({"conv1.weight": torch.zeros(8, 3, 3, 3)}),  # another network's weights
         "at64.pth": _torch_bytes(LightCNN9(num_classes=3, img_size=64).state_dict()),  # trained at 64 px
     }.items():
@@ -79,6 +82,14 @@ def _restorations(run: Path, files: Path) -> None:
     shutil.copy(first, files / "imp_extra" / "test_paired" / "stranger.png")
     write_png(files / "imp_size" / "test_paired" / first.name, np.zeros((32, 32, 3), np.uint8))
     write_png(files / "imp_masks" / "test_paired" / "mask" / first.name, np.zeros((64, 64), np.uint8))
+
+
+def _png_bytes(size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (90, 60, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _torch_bytes(state: dict) -> bytes:
@@ -222,6 +233,22 @@ CASES = [
         "identity.jsonl:2 is a damaged metrics row; run the same `bench run` again",
     ),
     ("report-corrupt-manifest", ["report", "{corrupt}", "-o", "{files}/r.html"], 2, "manifest.json is corrupt"),
+    # -- paired folders (a user's paired test sets)
+    ("derive-mask-alone", _run("--derive-mask", "0.1"), 2, "--derive-mask needs --paired-folder; add --paired-folder"),
+    (
+        "derive-mask-range",
+        _run("--paired-folder", "{files}/paired/one", "--derive-mask", "2"),
+        2,
+        "--derive-mask is a difference in [0, 1] and must be strictly inside it, got 2.0",
+    ),
+    (
+        "paired-same-split-name",
+        _run("--paired-folder", "{files}/paired/one", "--paired-folder", "{files}/paired/One"),
+        2,
+        "would both be split paired_one; rename one of the folders",
+    ),
+    ("paired-missing", _run("--paired-folder", "/nonexistent"), 2, "--paired-folder /nonexistent: no such folder"),
+    ("paired-no-gt", _run("--paired-folder", "{files}/paired/One"), 2, "One: needs input/ and gt/ sub-folders"),
     # -- export and import (results computed elsewhere)
     ("export-into-a-full-folder", ["export", "{run}", "{files}"], 2, "exists and is not an empty folder; give a new"),
     ("export-not-a-run", ["export", "{files}", "{files}/exported"], 2, "is not a run folder (no manifest.json"),

@@ -7,7 +7,7 @@ resolve data the same way. What the run does with the data afterwards (the ident
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class DataConfig:
     data_limit: int | None = None  # at most this many images per split
     occluders: Path | None = None  # extra RGBA PNG occluders
     natural_folder: Path | None = None  # the user's own occluded faces, scored as test_natural
+    paired_folder: list[Path] = field(default_factory=list)  # the user's paired test sets (bench.data.paired)
+    derive_mask: float | None = None  # their masks from |input - gt| where a folder has no mask/
     allow_partial: bool = False  # CelebA: accept annotation files and images that disagree
     cache: Path = Path("results/cache/data")  # where decoded datasets are memory-mapped
 
@@ -33,6 +35,7 @@ class ResolvedData:
     bench: Benchmark
     occluder: Occluder  # what paired training draws its occlusions from
     natural: FaceSet | None  # the user's natural faces, read first (a bad file fails before the data is built)
+    paired: dict[str, tuple[FaceSet, dict[str, str]]] = field(default_factory=dict)  # split -> faces, facts
 
 
 def resolve_data(cfg: DataConfig) -> ResolvedData:
@@ -47,10 +50,15 @@ def resolve_data(cfg: DataConfig) -> ResolvedData:
         from bench.data.folder import load_folder
 
         natural = load_folder(cfg.natural_folder, size=cfg.image_size)
+    paired = {}
+    if cfg.paired_folder:
+        from bench.data.paired import load_paired, split_name
+
+        paired = {split_name(f): load_paired(f, cfg.image_size, cfg.derive_mask) for f in cfg.paired_folder}
     key, build = _loader(cfg, occluder)
     bench, hit = cached_benchmark(cfg.cache, key, build)
     bench.info = {**bench.info, "cache": "loaded (memory-mapped)" if hit else "built and stored"}
-    return ResolvedData(bench, occluder, natural)
+    return ResolvedData(bench, occluder, natural, paired)
 
 
 def _loader(cfg: DataConfig, occluder: Occluder) -> tuple[dict[str, Any], Any]:
@@ -96,6 +104,15 @@ def _loader(cfg: DataConfig, occluder: Occluder) -> tuple[dict[str, Any], Any]:
         )
 
     return key, build
+
+
+def with_user_sets(bench: Benchmark, data: ResolvedData, natural_folder: Path | None) -> Benchmark:
+    """``bench`` with the user's test sets (after any re-split, so they are never pooled into training): the
+    natural faces as its ``test_natural``, each paired folder as one more test split."""
+    for name, (faces, facts) in data.paired.items():
+        bench.paired[name] = faces
+        bench.info.setdefault("paired", {})[name] = facts
+    return with_natural(bench, data.natural, natural_folder)
 
 
 def with_natural(bench: Benchmark, natural: FaceSet | None, folder: Path | None) -> Benchmark:

@@ -261,6 +261,7 @@ class Benchmark:
     test_natural: FaceSet  # natural occlusions; clean/masks only where known (synthetic set)
     test_clean: FaceSet  # faces without occlusion (Fig. 9: a method should change nothing)
     info: dict = field(default_factory=dict)  # how it was built (seed, size, counts, source)
+    paired: dict[str, FaceSet] = field(default_factory=dict)  # the user's paired test sets (bench.data.paired)
     # each split's hash once computed, or as a cached copy stored it (bench.data.cache); a split replaced after it
     # was hashed drops its entry (bench.data.resolve.with_natural)
     known_fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
@@ -276,6 +277,7 @@ class Benchmark:
             "test_paired": self.test_paired,
             "test_natural": self.test_natural,
             "test_clean": self.test_clean,
+            **self.paired,
         }
 
     def split_fingerprints(self) -> dict[str, str]:
