@@ -6,6 +6,7 @@ the file and the fix (bench.data.imageio); test_occluders and test_celeba run it
 """
 
 import io
+import re
 import resource
 import struct
 import time
@@ -325,3 +326,52 @@ def test_a_label_fed_the_oracle_on_real_occlusions_says_it_is_not_scored_there(t
     assert set(methods["telea@gt"]["not_scored"]) == {"test_natural"} and methods["identity"]["not_scored"] == {}
     rows = [json.loads(line) for line in (run / "metrics" / "telea@gt.jsonl").read_text().splitlines()]
     assert {r["split"] for r in rows} == {"test_paired", "test_clean"}
+
+
+def _masked(root, names=("a", "b"), mask_side=32, image_side=64):
+    rng = np.random.default_rng(0)
+    for name in names:
+        _save(root / "img" / f"{name}.png", rng.integers(0, 256, (image_side, image_side, 3), dtype=np.uint8))
+        mask = np.zeros((mask_side, mask_side), np.uint8)
+        mask[: mask_side // 4] = 255  # the top quarter occluded (e.g. a hat)
+        _save(root / "mask" / f"{name}.png", mask)
+
+
+def test_a_folder_with_real_masks_loads_them_at_the_image_crop_and_size(tmp_path):
+    _masked(tmp_path)  # masks stored at half the image resolution, as CelebAMask-HQ's
+    faces = load_folder(tmp_path, size=32)
+    assert faces.ids == ["a", "b"] and faces.clean is None and faces.masks.shape == (2, 32, 32)
+    expected = np.zeros((32, 32), np.uint8)
+    expected[:8] = 1
+    np.testing.assert_array_equal(faces.masks[0], expected)
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        (lambda r: (_masked(r), (r / "mask" / "b.png").unlink()), "1 file(s) missing (an image without it), e.g. b"),
+        (lambda r: (_masked(r), _save(r / "mask" / "c.png", np.zeros((32, 32), np.uint8))), "without an image"),
+        (lambda r: (_masked(r, ("a",)), _save(r / "mask" / "a.png", np.zeros((32, 48), np.uint8))), "aspect ratio"),
+    ],
+    ids=["mask-missing", "mask-extra", "mask-other-aspect"],
+)
+def test_a_bad_masked_folder_is_one_line(tmp_path, make, cause):
+    make(tmp_path)
+    with pytest.raises(DataError, match=re.escape(cause)):
+        load_folder(tmp_path, size=32)
+
+
+def test_oagan_is_scored_on_real_masks_of_natural_faces(tmp_path, bench_main):
+    """OA-GAN's central claim, measurable on real faces: its predicted masks against real occluders' masks."""
+    import json
+
+    _masked(tmp_path / "faces", names=("a", "b", "c"), mask_side=64)
+    out = tmp_path / "out"
+    argv = ["run", "--methods", "oagan", "--steps", "2", "--limit", "3", "--data-limit", "8", "--output", str(out)]
+    code, _, err = bench_main(*argv, "--natural-folder", str(tmp_path / "faces"))
+    assert code == 0, err
+    (run,) = (out / "runs").iterdir()
+    rows = [json.loads(line) for line in (run / "metrics" / "oagan.jsonl").read_text().splitlines()]
+    natural = [r for r in rows if r["split"] == "test_natural"]
+    assert len(natural) == 3 and all(0 <= r["mask_iou"] <= 1 and r["area"] == 0.25 for r in natural)
+    assert all("psnr" not in r for r in natural)  # no ground truth: no image score

@@ -84,8 +84,8 @@ def test_a_zero_one_mask_and_a_zero_255_mask_are_the_same_mask(tmp_path):
 
 BAD = [
     ("no-gt", lambda r: (_pair(r, "a"), shutil.rmtree(r / "gt")), {}, "needs input/ and gt/ sub-folders"),
-    ("gt-missing", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "gt" / "b.png").unlink()), {}, "1 image(s) missing"),
-    ("extra-gt", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "input" / "b.png").unlink()), {}, "without an input"),
+    ("gt-missing", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "gt" / "b.png").unlink()), {}, "1 file(s) missing"),
+    ("extra-gt", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "input" / "b.png").unlink()), {}, "without an image of the same name"),
     ("not-aligned", lambda r: _pair(r, "a", gt_size=40), {}, "a pair must be pixel-aligned (the same size)"),
     ("not-square", lambda r: _pair_wide(r), {}, "not a square face crop (sides may differ by 5%)"),
     ("mask-and-derive", lambda r: (_pair(r, "a"), _mask(r, "a")), {"derive_mask": 0.1}, "drop one of them"),

@@ -181,6 +181,15 @@ def read_image(
     return _read_rgb(path, header, scale)
 
 
+def read_mask(path: Path) -> np.ndarray:
+    """An occlusion mask file as uint8 {0, 1} [H,W], 1 = occluded: any 8-bit or 1-bit image, occluded above half
+    of its full value (255, or 1 in a file that holds only 0 and 1: a mask saved as 0/1 in 8 bits); a colour
+    file counts a pixel occluded when any channel is."""
+    value = read_image(path)[0].max(axis=-1)
+    full = 1 if value.max() <= 1 else 255
+    return (value > full / 2).astype(np.uint8)
+
+
 def _read_rgb(path: Path, header: ImageHeader, scale: float) -> tuple[np.ndarray, int]:
     import cv2
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.celeba import canonical_landmarks, require_unique_ids, resize, sample_id
-from bench.data.imageio import IMAGE_SUFFIXES, read_header, read_image, require_face_size
+from bench.data.imageio import IMAGE_SUFFIXES, read_header, read_image, read_mask, require_face_size
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
 from bench.errors import DataError
 
@@ -37,7 +37,7 @@ def load_paired(root: Path, size: int, derive_mask: float | None = None) -> tupl
     or none)."""
     if not root.is_dir():
         raise DataError(f"--paired-folder {root}: no such folder; give a folder with input/ and gt/ sub-folders")
-    kinds = {kind: _images(root / kind) for kind in ("input", "gt", "mask") if (root / kind).is_dir()}
+    kinds = {kind: images_in(root / kind) for kind in ("input", "gt", "mask") if (root / kind).is_dir()}
     if "input" not in kinds or "gt" not in kinds:
         raise DataError(f"--paired-folder {root}: needs input/ and gt/ sub-folders (and optionally mask/)")
     if "mask" in kinds and derive_mask is not None:
@@ -46,7 +46,7 @@ def load_paired(root: Path, size: int, derive_mask: float | None = None) -> tupl
     if not names:
         raise DataError(f"--paired-folder {root}: input/ holds no images ({', '.join(IMAGE_SUFFIXES)})")
     for kind, found in kinds.items():
-        _same_names(root / kind, set(names), set(found))
+        same_names(root / kind, set(names), set(found))
     files = [kinds["input"][n] for n in names]
     headers = [read_header(p) for p in files]
     require_face_size(root / "input", files, headers)
@@ -77,17 +77,18 @@ def load_paired(root: Path, size: int, derive_mask: float | None = None) -> tupl
     return faces, {"folder": str(root.resolve()), "masks": how, "images": str(n)}
 
 
-def _images(folder: Path) -> dict[str, Path]:
+def images_in(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
-def _same_names(folder: Path, wanted: set[str], found: set[str]) -> None:
+def same_names(folder: Path, wanted: set[str], found: set[str], layout: str = "input/, gt/ and mask/") -> None:
+    """DataError unless ``folder`` holds exactly the names ``wanted`` (those of the images): the first few of the
+    missing or extra ones and their count."""
     missing, extra = sorted(wanted - found), sorted(found - wanted)
-    for names, what in ((missing, "missing (an input without it)"), (extra, "without an input of the same name")):
+    for names, what in ((missing, "missing (an image without it)"), (extra, "without an image of the same name")):
         if names:
             raise DataError(
-                f"{folder}: {len(names)} image(s) {what}, e.g. {', '.join(names[:SHOWN])}; "
-                "input/, gt/ and mask/ hold the same names"
+                f"{folder}: {len(names)} file(s) {what}, e.g. {', '.join(names[:SHOWN])}; {layout} hold the same names"
             )
 
 
@@ -95,7 +96,7 @@ def _face(path: Path, size: int, like: Path | None = None, mask: bool = False) -
     """One image as a ``size`` px face (a mask as {0, 1}); ``like`` is the input it must be pixel-aligned with."""
     import cv2
 
-    image, _ = read_image(path)
+    image = read_mask(path) if mask else read_image(path)[0]
     height, width = image.shape[:2]
     if like is not None:
         other = read_header(like)
@@ -113,8 +114,5 @@ def _face(path: Path, size: int, like: Path | None = None, mask: bool = False) -
     top, left = (height - side) // 2, (width - side) // 2
     image = image[top : top + side, left : left + side]
     if mask:
-        value = image.max(axis=-1)
-        full = 1 if value.max() <= 1 else 255  # a mask saved as 0/1 in 8 bits, or as 0/255 (8-bit or 1-bit)
-        binary = (value > full / 2).astype(np.uint8)
-        return cv2.resize(binary, (size, size), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
     return resize(image, size)
