@@ -255,3 +255,26 @@ def test_a_damaged_recognizer_checkpoint_is_refused_and_the_finished_runs_are_un
         assert {p: p.read_bytes() for s in stores for p in s.root.rglob("*") if p.is_file()} == before
     finally:
         model.write_bytes(kept)
+
+
+def test_the_re_split_keeps_a_minimum_of_natural_test_faces_and_half_for_training():
+    """Natural faces held by few people (as eyeglasses in CelebA): when the seeded half of the people holds fewer
+    than MIN_NATURAL_TEST of them, the next people in the order who have some join the test set, until the minimum
+    is reached or training would keep less than half of them."""
+    from bench.identification.split import MIN_NATURAL_TEST, _with_natural_faces
+
+    assert MIN_NATURAL_TEST == 20
+    order = np.arange(10)
+    natural = np.repeat([6, 7, 8, 9], 12)  # 48 natural faces, 12 each of the last four people
+    # the first 5 people hold none; 6 and 7 join (24 >= 20); 8 is not needed
+    assert _with_natural_faces(order, 5, natural).tolist() == [0, 1, 2, 3, 4, 6, 7]
+    few = np.repeat([6, 7, 8, 9], 5)  # 20 in all: half (10) is the most the test may take
+    assert _with_natural_faces(order, 5, few).tolist() == [0, 1, 2, 3, 4, 6, 7]
+    bench = _bench(list(range(10, 60)), [1, 2, 3])
+    bench.train_natural = _faces(list(range(50, 60)), 6, "n")  # 60 natural faces, all of the last 10 people
+    for seed in range(4):
+        out = identity_split(bench, _box_occluder, seed=seed, minimum=5)
+        test = set(out.info["identification_split"]["test_identities"])
+        assert len(out.test_natural) >= MIN_NATURAL_TEST, seed
+        assert set(out.test_natural.identities) <= test and not test & set(out.train_natural.identities)
+        assert out.info["identification_split"]["natural_minimum"] == MIN_NATURAL_TEST

@@ -1,12 +1,13 @@
 """An identity-disjoint re-split for identification when the test partition holds too few people.
 
-A gallery of a dozen identities makes rank-5 a coin toss (5/12 by chance) and a real CelebA subset of 3,000
-images has only 12 people in its test partition. Below ``MIN_IDENTITIES`` gallery identities (rank-1 chance
-1/40, rank-5 1/8) the clean and natural faces of all loaded partitions are pooled and split again by
-identity, seeded: half of the people (at least as many as the test partition had) become the test set, the
-rest the training set, so methods and a trained recognizer never see
-a test person. The paired test set is synthesised again from the new clean test faces, with the same
-occluder and seed as the loader. What was done is recorded in the benchmark's info (the run manifest).
+A gallery of a dozen identities makes rank-5 a coin toss (5/12 by chance) and a real CelebA subset of 3,000 images
+has only 12 people in its test partition. Below ``MIN_IDENTITIES`` gallery identities (rank-1 chance 1/40, rank-5
+1/8) the clean and natural faces of all loaded partitions are pooled and split again by identity, seeded: half of
+the people (at least as many as the test partition had) become the test set, the rest the training set, so methods
+and a trained recognizer never see a test person; where half of the people hold fewer than ``MIN_NATURAL_TEST``
+natural (e.g. eyeglass) faces, the next people in the seeded order who have some join the test set until it does.
+The paired test set is synthesised again from the new clean test faces, with the same occluder and seed as the
+loader. What was done is recorded in the benchmark's info (the run manifest).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from bench.data.types import Benchmark, FaceSet, Occluder
 
 MIN_IDENTITIES = 40
+MIN_NATURAL_TEST = 20  # natural test faces the re-split keeps, where the data has them (more people join the test)
 
 
 def concat(parts: list[FaceSet]) -> FaceSet:
@@ -40,6 +42,22 @@ def concat(parts: list[FaceSet]) -> FaceSet:
 def _same_fields(a: FaceSet, b: FaceSet) -> bool:
     """Whether both sets carry the same optional fields (pooling them would drop a field one of them has)."""
     return all((getattr(a, f.name) is None) == (getattr(b, f.name) is None) for f in fields(FaceSet))
+
+
+def _with_natural_faces(order: np.ndarray, count: int, natural: np.ndarray) -> np.ndarray:
+    """The first ``count`` people of the seeded ``order``, and then the next ones who have natural faces until the
+    test people hold :data:`MIN_NATURAL_TEST` of them, as long as training keeps at least half of all natural faces
+    (the unpaired methods train on them): a natural interval over two faces says nothing."""
+    test = list(order[:count])
+    have = int(np.isin(natural, test).sum())
+    for person in order[count:]:
+        faces = int((natural == person).sum())
+        if have >= MIN_NATURAL_TEST or have + faces > len(natural) // 2:  # training keeps at least half of them
+            break
+        if faces:
+            test.append(person)
+            have += faces
+    return np.array(test)
 
 
 def identity_split(bench: Benchmark, occluder: Occluder, seed: int, minimum: int = MIN_IDENTITIES) -> Benchmark:
@@ -65,7 +83,8 @@ def identity_split(bench: Benchmark, occluder: Occluder, seed: int, minimum: int
             },
         }
         return bench
-    test = np.random.default_rng([seed, 0x1D]).permutation(people)[:count]
+    order = np.random.default_rng([seed, 0x1D]).permutation(people)
+    test = _with_natural_faces(order, count, concat([bench.train_natural, bench.test_natural]).identities)
     in_test = np.isin(clean.identities, test)
     test_clean = clean.subset(np.flatnonzero(in_test))
     if _same_fields(bench.train_natural, bench.test_natural):
@@ -92,6 +111,7 @@ def identity_split(bench: Benchmark, occluder: Occluder, seed: int, minimum: int
             "seed": seed,
             "identities": len(people),
             "test_identities": sorted(int(i) for i in test),
+            "natural_minimum": MIN_NATURAL_TEST,
             "counts": {key: len(value) for key, value in out.splits().items()},
         },
     }
