@@ -16,9 +16,15 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.data.types import Benchmark, FaceSet
+    from bench.method import Method
 
 
 def _sync(device) -> None:
@@ -76,48 +82,17 @@ def measure(
 ) -> dict[str, Any]:
     """One method at one size. With ``accel`` (bench.acceleration) the restore is timed eager in float32 first and
     then accelerated, on the same weights, outputs compared; the harness and the training step run accelerated.
-    ``peak``: the device's FLOP/s (:func:`conv_peak_flops`) for the fraction the restore reaches. (Long on
-    purpose: every timing shares one built method, its batches and its eager reference, in the order measured.)"""
+    ``peak``: the device's FLOP/s (:func:`conv_peak_flops`) for the fraction the restore reaches."""
     import torch
 
     from bench.acceleration import Acceleration, autocast
-    from bench.data.embedded import build_synthetic
-    from bench.data.types import mask_tensor, to_tensor, to_uint8
-    from bench.evaluation import Evaluator
-    from bench.method import make_context
-    from bench.planning import ORACLE, Job
-    from bench.runstore import RunStore
 
     accel = accel or Acceleration()
     batches = 4  # the harness scores batch k while batch k+1 is restored: time a sequence, not one batch
-    bench = build_synthetic(
-        size=size,
-        seed=0,
-        identities=8,
-        train_clean=32,
-        train_natural=16,
-        test_paired=batches * batch_size,
-        test_natural=8,
-        test_clean=8,
-    )
+    bench = _perf_data(size, batches * batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    cls = spec.load()
-
-    def build():
-        torch.manual_seed(0)
-        ctx = make_context(  # built as `bench run` builds it
-            cls,
-            image_size=size,
-            profile=profile,
-            device=device,
-            options=(spec.options,),
-            name=spec.name,
-            attribute_names=bench.attribute_names,
-        )
-        return cls(ctx)
-
-    method = build()
+    method = _build(spec, size, profile, device, bench.attribute_names)
     row: dict[str, Any] = {
         "method": spec.name,
         "size": size,
@@ -128,11 +103,7 @@ def measure(
     }
     faces = bench.test_paired
     chunks = [np.arange(k, min(k + batch_size, len(faces))) for k in range(0, len(faces), batch_size)]
-    inputs = []
-    for idx in chunks:
-        x = to_tensor(faces.images[idx]).to(device)
-        m = mask_tensor(faces.masks[idx]).to(device) if spec.needs_mask else None
-        inputs.append((x * (1 - m) if m is not None else x, m))
+    inputs = _restore_inputs(faces, chunks, spec.needs_mask, device)
 
     def bare(precision: str = "fp32") -> list:
         with torch.no_grad(), autocast(device, precision):
@@ -141,30 +112,12 @@ def measure(
     n = len(faces)
     accelerated = accel != Acceleration()
     if accelerated:
-        reference = [to_uint8(y) for y in bare()]
-        t_eager = _timed(bare, device, repeats)
-        accel.prepare(method)
-        row["compiled"] = accel.for_inference(method)
-        fast = [to_uint8(y) for y in bare(accel.precision)]
-        row["eager_images_per_s"] = round(n / t_eager, 2)
-        row["accelerated_max_uint8_diff"] = max(
-            int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fast, reference, strict=True)
-        )
+        t_eager, fields = _accelerate(method, bare, accel, device, repeats, n)
+        row |= fields
     t_bare = _timed(lambda: bare(accel.precision), device, repeats)
     if accelerated:
         row["speedup_over_eager"] = round(t_eager / t_bare, 3)
-
-    # The harness's own evaluation (oracle masks) of the same batches, into a throw-away run folder.
-    store = RunStore(Path(tempfile.mkdtemp(prefix="bench-perf-")))
-    evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size, precision=accel.precision)
-    job = Job(spec, ORACLE if spec.needs_mask else "own")
-
-    def harness() -> None:
-        for number, idx in enumerate(chunks):
-            evaluator.evaluate_batch(job, method, "test_paired", faces, idx, device, batch_number=number)
-        evaluator.flush()
-
-    t_harness = _timed(harness, device, repeats)
+    t_harness = _harness_seconds(spec, method, faces, chunks, batch_size, device, repeats, accel.precision)
     row.update(
         {
             "infer_images_per_s": round(n / t_bare, 2),
@@ -178,12 +131,109 @@ def measure(
         row["gflop_per_image"] = round(flops / 1e9, 3)
         row["peak_fraction"] = round(flops * n / t_bare / peak, 3)
     if method.trainable:  # a fresh instance: compiled forwards cannot take a gradient penalty's double backward
-        row |= _train_step_speed(build(), bench, size, device, repeats, accel)
+        trainer = _build(spec, size, profile, device, bench.attribute_names)
+        row |= _train_step_speed(trainer, bench, size, device, repeats, accel)
+    return row | _peak_memory(device)
+
+
+def _perf_data(size: int, test_paired: int) -> Benchmark:
+    """Embedded synthetic faces: ``test_paired`` occluded ones to restore, a small training set to time a step."""
+    from bench.data.embedded import build_synthetic
+
+    return build_synthetic(
+        size=size,
+        seed=0,
+        identities=8,
+        train_clean=32,
+        train_natural=16,
+        test_paired=test_paired,
+        test_natural=8,
+        test_clean=8,
+    )
+
+
+def _build(spec, size: int, profile: str, device, attribute_names: tuple[str, ...]) -> Method:
+    """A fresh instance of the method, seeded and built as `bench run` builds it."""
+    import torch
+
+    from bench.method import make_context
+
+    cls = spec.load()
+    torch.manual_seed(0)
+    ctx = make_context(
+        cls,
+        image_size=size,
+        profile=profile,
+        device=device,
+        options=(spec.options,),
+        name=spec.name,
+        attribute_names=attribute_names,
+    )
+    return cls(ctx)
+
+
+def _restore_inputs(
+    faces: FaceSet, chunks: list[np.ndarray], needs_mask: bool, device
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each batch as ``restore`` gets it: the occluded faces on ``device`` and, for a method that needs a mask,
+    the true mask, with the hole zeroed in the image."""
+    from bench.data.types import mask_tensor, to_tensor
+
+    inputs = []
+    for idx in chunks:
+        x = to_tensor(faces.images[idx]).to(device)
+        m = mask_tensor(faces.masks[idx]).to(device) if needs_mask else None
+        inputs.append((x * (1 - m) if m is not None else x, m))
+    return inputs
+
+
+def _accelerate(method, bare, accel, device, repeats: int, n: int) -> tuple[float, dict[str, Any]]:
+    """Time ``bare`` (the restore of all ``n`` images) eager in float32, then accelerate ``method`` in place and
+    compare: (eager seconds, the row's fields). Eager first, since the acceleration changes the method."""
+    from bench.data.types import to_uint8
+
+    reference = [to_uint8(y) for y in bare()]
+    t_eager = _timed(bare, device, repeats)
+    accel.prepare(method)
+    compiled = accel.for_inference(method)
+    fast = [to_uint8(y) for y in bare(accel.precision)]
+    return t_eager, {
+        "compiled": compiled,
+        "eager_images_per_s": round(n / t_eager, 2),
+        "accelerated_max_uint8_diff": max(
+            int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fast, reference, strict=True)
+        ),
+    }
+
+
+def _harness_seconds(
+    spec, method, faces, chunks: list[np.ndarray], batch_size: int, device, repeats: int, precision: str
+) -> float:
+    """Median seconds of the harness's own evaluation (``Evaluator``, oracle masks) of the same batches, into a
+    throw-away run folder."""
+    from bench.evaluation import Evaluator
+    from bench.planning import ORACLE, Job
+    from bench.runstore import RunStore
+
+    store = RunStore(Path(tempfile.mkdtemp(prefix="bench-perf-")))
+    evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size, precision=precision)
+    job = Job(spec, ORACLE if spec.needs_mask else "own")
+
+    def harness() -> None:
+        for number, idx in enumerate(chunks):
+            evaluator.evaluate_batch(job, method, "test_paired", faces, idx, device, batch_number=number)
+        evaluator.flush()
+
+    return _timed(harness, device, repeats)
+
+
+def _peak_memory(device) -> dict[str, float]:
+    """CUDA peak allocation on a GPU, else the whole process's peak RSS (MiB)."""
+    import torch
+
     if device.type == "cuda":
-        row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    else:
-        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # whole process
-    return row
+        return {"peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def _train_step_speed(trainer, bench, size: int, device, repeats: int, accel) -> dict[str, float]:

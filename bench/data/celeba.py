@@ -108,25 +108,9 @@ def load_celeba(
     images that all of them have.
     """
     root = Path(root)
-    if not (root / IMAGE_DIR).is_dir():
-        raise DataError(f"{root / IMAGE_DIR}: not found. {_layout_hint(root)}")
-    partition = _read_pairs(root / PARTITION_FILE, root, valid={0, 1, 2})
-    identity = _read_pairs(root / IDENTITY_FILE, root)
-    attr_names, attrs = _read_table(root / ATTR_FILE, root, values={-1, 0, 1})
-    landmark_path = root / LANDMARK_FILE
-    landmarks = _read_table(landmark_path, root, width=10)[1] if landmark_path.is_file() else None
-    missing = [name for name in (*PAPER_ATTRIBUTES, "Eyeglasses") if name not in attr_names]
-    if missing:
-        raise DataError(f"{root / ATTR_FILE}: the header lacks {missing}; it must name CelebA's 40 attributes")
-
-    tables = {PARTITION_FILE: partition, IDENTITY_FILE: identity, ATTR_FILE: attrs, LANDMARK_FILE: landmarks}
-    files, found = _complete_files(root, {k: v for k, v in tables.items() if v is not None}, allow_partial)
-    split = np.array([partition[f] for f in files])
-    ids = np.array([identity[f] for f in files], np.int64)
-    table = np.array([attrs[f] for f in files]) == 1
-    glasses = table[:, attr_names.index("Eyeglasses")]
-    attributes = table[:, [attr_names.index(name) for name in PAPER_ATTRIBUTES]].astype(np.float32)
-    points = None if landmarks is None else np.array([landmarks[f] for f in files], np.float32).reshape(-1, 5, 2)
+    attr_names, tables = _read_annotations(root)
+    files, found = _complete_files(root, tables, allow_partial)
+    split, ids, glasses, attributes, points = _per_image(files, tables, attr_names)
     rank = _identity_rank(ids, seed)
 
     def faces(select: np.ndarray) -> FaceSet:
@@ -168,11 +152,43 @@ def load_celeba(
         "size": size,
         "seed": seed,
         "limit": limit,
-        "alignment": "5-point similarity (landmark file)" if landmarks is not None else "fixed crop",
+        "alignment": "5-point similarity (landmark file)" if points is not None else "fixed crop",
         "files": found,
         "counts": {key: len(value) for key, value in bench.splits().items()},
     }
     return bench
+
+
+def _read_annotations(root: Path) -> tuple[list[str], dict[str, dict]]:
+    """The attribute names and each annotation file's rows by image name (the landmark file only when there is
+    one), checked in this order: the image folder exists, each file parses, the header names every attribute used."""
+    if not (root / IMAGE_DIR).is_dir():
+        raise DataError(f"{root / IMAGE_DIR}: not found. {_layout_hint(root)}")
+    partition = _read_pairs(root / PARTITION_FILE, root, valid={0, 1, 2})
+    identity = _read_pairs(root / IDENTITY_FILE, root)
+    attr_names, attrs = _read_table(root / ATTR_FILE, root, values={-1, 0, 1})
+    tables = {PARTITION_FILE: partition, IDENTITY_FILE: identity, ATTR_FILE: attrs}
+    if (root / LANDMARK_FILE).is_file():
+        tables[LANDMARK_FILE] = _read_table(root / LANDMARK_FILE, root, width=10)[1]
+    missing = [name for name in (*PAPER_ATTRIBUTES, "Eyeglasses") if name not in attr_names]
+    if missing:
+        raise DataError(f"{root / ATTR_FILE}: the header lacks {missing}; it must name CelebA's 40 attributes")
+    return attr_names, tables
+
+
+def _per_image(
+    files: list[str], tables: dict[str, dict], attr_names: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """For each of ``files``: its partition, identity, whether it wears glasses, the paper's attributes (float32
+    0/1) and its five landmarks (float32 [N,5,2]; None without the landmark file)."""
+    split = np.array([tables[PARTITION_FILE][f] for f in files])
+    ids = np.array([tables[IDENTITY_FILE][f] for f in files], np.int64)
+    table = np.array([tables[ATTR_FILE][f] for f in files]) == 1
+    glasses = table[:, attr_names.index("Eyeglasses")]
+    attributes = table[:, [attr_names.index(name) for name in PAPER_ATTRIBUTES]].astype(np.float32)
+    landmarks = tables.get(LANDMARK_FILE)
+    points = None if landmarks is None else np.array([landmarks[f] for f in files], np.float32).reshape(-1, 5, 2)
+    return split, ids, glasses, attributes, points
 
 
 def source_signature(root: Path) -> list:

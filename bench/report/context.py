@@ -315,9 +315,95 @@ def identification_view(store: RunStore, identification: dict | None) -> dict | 
     }
 
 
+def _ablations(table3: dict, specs: dict[str, dict]) -> list[dict]:
+    """Table IV: for each method that has registered variants, Table III's rows of it and its variants (shown
+    only when there is something to compare: two rows or more)."""
+    variant_of = {label.split("@")[0]: spec.get("variant_of", "") for label, spec in specs.items()}
+    ablations = []
+    for base in sorted({v for v in variant_of.values() if v}):
+        rows = [r for r in table3["rows"] if base in (r["method"], variant_of.get(r["method"]))]
+        if len(rows) > 1:
+            ablations.append({**table3, "base": base, "rows": rows})
+    return ablations
+
+
+def _out_of_range(df) -> dict[str, float]:
+    """Each label's mean share of output pixels outside [0, 1] (clamped for the PNG), in percent, where above 0."""
+    if "out_of_range" not in df:
+        return {}
+    means = df.groupby("label")["out_of_range"].mean()
+    return {label: shown("out_of_range", float(v)) for label, v in means.items() if v > 0}
+
+
+def _split_tables(summary, reference: str | None) -> dict[str, dict]:
+    """The tables beside Table III: natural occlusions, clean faces (Fig. 9) and mask quality on the paired set."""
+    return {
+        "natural": table(summary, "test_natural", QUALITY + MASKS, {}, reference=reference),
+        "clean": table(
+            summary,
+            "test_clean",
+            QUALITY + [("occluded_fraction", "pixels marked occluded (%)", 2)],
+            {},
+            reference=reference,
+        ),
+        "masks": table(summary, "test_paired", MASKS, {}),
+    }
+
+
+def _breakdowns(df, reference: str | None) -> dict[str, dict]:
+    """PSNR by occluder family and by occluded-area bin, and mask IoU by family."""
+    return {
+        "by_family": _breakdown(df, "family", reference=reference) if not df.empty else {"columns": [], "rows": []},
+        "by_area": _breakdown(df, "area_bin", reference=reference) if not df.empty else {"columns": [], "rows": []},
+        # paired and natural families side by side: a mask head that learned the synthetic pastes, not occluders,
+        # scores high on the paired family and low on its natural twin
+        "iou_by_family": _breakdown(df, "family", "mask_iou", ("test_paired", "test_natural"))
+        if not df.empty
+        else {"columns": [], "rows": []},
+    }
+
+
+def _charts(
+    store: RunStore,
+    df,
+    labels: list[str],
+    reference: str | None,
+    compared: dict,
+    training: dict[str, dict],
+    study: Any,
+    identification: dict | None,
+) -> dict[str, str]:
+    """Every chart that has something to draw, as inline SVG by name."""
+    from bench.metrics import AREA_BINS, area_bin
+
+    area_order = [area_bin(lo) for lo in AREA_BINS[:-1]]
+    significance = [
+        {
+            "title": f"{paired.METRICS[m][0]}, {SPLIT_TITLES[split]}",
+            "unit": paired.METRICS[m][0],
+            "ranks": c["ranks"],
+            "letters": c["letters"],
+            "n": c["n_complete"],
+        }
+        for split, per in compared.items()
+        for m, c in per.items()
+    ]
+    names = [name for name, t in training.items() if t.get("trained") != "not trainable"]
+    figures = {
+        "significance": charts.significance(significance),
+        "family": charts.by_group(df, "family", "occluder family", labels, reference) if not df.empty else None,
+        "area": charts.by_area(df, labels, reference, area_order) if not df.empty else None,
+        "mask_iou": charts.mask_iou(df) if not df.empty else None,
+        "losses": charts.training_losses(_training_curves(store, names)),
+        "study": charts.user_study(study),
+        "cmc": charts.cmc(identification),
+    }
+    return {name: svg for name, svg in figures.items() if svg}
+
+
 def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     """Everything the template, the exports and the terminal summary need about one run."""
-    from bench.metrics import AREA_BINS, area_bin
+    from bench.metrics import area_bin
 
     manifest = store.manifest(REPORTED_FIELDS)
     df = store.frame(verify=True)  # every row, image and evaluated label checked against what was recorded
@@ -341,41 +427,12 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         compared.get("test_paired"),
         reference,
     )
-    variant_of = {label.split("@")[0]: spec.get("variant_of", "") for label, spec in specs.items()}
-    ablations = []
-    for base in sorted({v for v in variant_of.values() if v}):
-        rows = [r for r in table3["rows"] if base in (r["method"], variant_of.get(r["method"]))]
-        if len(rows) > 1:
-            ablations.append({**table3, "base": base, "rows": rows})
-    out_of_range = {}
-    if "out_of_range" in df:
-        means = df.groupby("label")["out_of_range"].mean()
-        out_of_range = {label: shown("out_of_range", float(v)) for label, v in means.items() if v > 0}
+    ablations = _ablations(table3, specs)
+    out_of_range = _out_of_range(df)
     mask_free = [label for label in labels if not specs.get(label, {}).get("needs_mask", True) and trainable[label]]
     study = read_json(store.root / "user_study" / "results.json")
     identification = read_json(store.root / "identification.json")
-    area_order = [area_bin(lo) for lo in AREA_BINS[:-1]]
-    significance = [
-        {
-            "title": f"{paired.METRICS[m][0]}, {SPLIT_TITLES[split]}",
-            "unit": paired.METRICS[m][0],
-            "ranks": c["ranks"],
-            "letters": c["letters"],
-            "n": c["n_complete"],
-        }
-        for split, per in compared.items()
-        for m, c in per.items()
-    ]
-    names = [name for name, t in training.items() if t.get("trained") != "not trainable"]
-    figures = {
-        "significance": charts.significance(significance),
-        "family": charts.by_group(df, "family", "occluder family", labels, reference) if not df.empty else None,
-        "area": charts.by_area(df, labels, reference, area_order) if not df.empty else None,
-        "mask_iou": charts.mask_iou(df) if not df.empty else None,
-        "losses": charts.training_losses(_training_curves(store, names)),
-        "study": charts.user_study(study),
-        "cmc": charts.cmc(identification),
-    }
+    figures = _charts(store, df, labels, reference, compared, training, study, identification)
     return {
         "id": manifest.get("run_id", store.root.name),
         "root": str(store.root),
@@ -391,28 +448,14 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         ],
         "compared": compared,
         "out_of_range": out_of_range,
-        "natural": table(summary, "test_natural", QUALITY + MASKS, {}, reference=reference),
-        "clean": table(
-            summary,
-            "test_clean",
-            QUALITY + [("occluded_fraction", "pixels marked occluded (%)", 2)],
-            {},
-            reference=reference,
-        ),
-        "masks": table(summary, "test_paired", MASKS, {}),
-        "by_family": _breakdown(df, "family", reference=reference) if not df.empty else {"columns": [], "rows": []},
-        "by_area": _breakdown(df, "area_bin", reference=reference) if not df.empty else {"columns": [], "rows": []},
-        # paired and natural families side by side: a mask head that learned the synthetic pastes, not occluders,
-        # scores high on the paired family and low on its natural twin
-        "iou_by_family": _breakdown(df, "family", "mask_iou", ("test_paired", "test_natural"))
-        if not df.empty
-        else {"columns": [], "rows": []},
+        **_split_tables(summary, reference),
+        **_breakdowns(df, reference),
         "fig7": fig7(store, df, summary, mask_free, reference, examples, threshold),
         "grids": [
             {"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, labels, examples, reference, threshold)}
             for s in SPLIT_TITLES
         ],
-        "charts": {name: svg for name, svg in figures.items() if svg},
+        "charts": figures,
         "study": study,
         "identification": identification,
         "id_view": identification_view(store, identification),

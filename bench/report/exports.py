@@ -133,11 +133,9 @@ def _num(value: Any) -> float | str | None:
     return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-def results(ctx: dict[str, Any]) -> dict[str, Any]:
-    """The run as one JSON document (see ``results.schema.json``)."""
-    from bench.runstore import METRIC_COLUMNS
-
-    manifest, summary = ctx["manifest"], ctx["summary"]
+def _methods(manifest: dict[str, Any], summary) -> dict[str, Any]:
+    """One entry per label: what the manifest records of it (status, spec, options, training; None when not
+    trainable) and, per split, n and the metrics of its summary row. A label only the summary has is "unknown"."""
     methods: dict[str, Any] = {}
     for label, facts in manifest.get("methods", {}).items():
         name = label.split("@")[0]
@@ -170,24 +168,34 @@ def results(ctx: dict[str, Any]) -> dict[str, Any]:
                 "groups": {},
             },
         )
-        metrics = {}
-        for col in METRIC_COLUMNS:
-            mean = r.get(f"{col}_mean")
-            if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-                continue
-            ci = float(r.get(f"{col}_ci95", 0.0))
-            metrics[col] = {
-                "mean": _num(mean),
-                "std": _num(r.get(f"{col}_std")),
-                "ci95_low": _num(mean - ci),
-                "ci95_high": _num(mean + ci),
-            }
-        entry["splits"][r["split"]] = {"n": int(r["n"]), "metrics": metrics}
+        entry["splits"][r["split"]] = {"n": int(r["n"]), "metrics": _metrics(r)}
+    return methods
+
+
+def _metrics(row) -> dict[str, dict[str, float | str | None]]:
+    """Each metric a summary row has a mean of: mean, std and the 95% interval of the mean."""
+    from bench.runstore import METRIC_COLUMNS
+
+    metrics = {}
+    for col in METRIC_COLUMNS:
+        mean = row.get(f"{col}_mean")
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            continue
+        ci = float(row.get(f"{col}_ci95", 0.0))
+        metrics[col] = {
+            "mean": _num(mean),
+            "std": _num(row.get(f"{col}_std")),
+            "ci95_low": _num(mean - ci),
+            "ci95_high": _num(mean + ci),
+        }
+    return metrics
+
+
+def _comparisons(compared: dict[str, dict]) -> dict[str, Any]:
+    """Every paired difference, per split and metric: mean and 95% interval, p before and after Holm."""
     comparisons: dict[str, Any] = {}
-    for split, per in ctx["compared"].items():
+    for split, per in compared.items():
         for metric, c in per.items():
-            for label, letters in c["letters"].items():
-                methods[label]["groups"].setdefault(split, {})[metric] = letters
             comparisons.setdefault(split, {})[metric] = [
                 {
                     "a": d.a,
@@ -202,6 +210,17 @@ def results(ctx: dict[str, Any]) -> dict[str, Any]:
                 }
                 for d in c["pairs"]
             ]
+    return comparisons
+
+
+def results(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The run as one JSON document (see ``results.schema.json``)."""
+    manifest = ctx["manifest"]
+    methods = _methods(manifest, ctx["summary"])
+    for split, per in ctx["compared"].items():
+        for metric, c in per.items():
+            for label, letters in c["letters"].items():
+                methods[label]["groups"].setdefault(split, {})[metric] = letters
     data = manifest.get("data") or {}
     return {
         "schema_version": SCHEMA_VERSION,
@@ -218,7 +237,7 @@ def results(ctx: dict[str, Any]) -> dict[str, Any]:
         "data": {"name": data.get("name"), "fingerprint": data.get("fingerprint"), "splits": data.get("splits", {})},
         "reference": ctx["reference"],
         "methods": methods,
-        "comparisons": comparisons,
+        "comparisons": _comparisons(ctx["compared"]),
         "identification": ctx["identification"],
         "user_study": ctx["study"],
     }
