@@ -326,6 +326,10 @@ def test_a_label_fed_the_oracle_on_real_occlusions_says_it_is_not_scored_there(t
     assert set(methods["telea@gt"]["not_scored"]) == {"test_natural"} and methods["identity"]["not_scored"] == {}
     rows = [json.loads(line) for line in (run / "metrics" / "telea@gt.jsonl").read_text().splitlines()]
     assert {r["split"] for r in rows} == {"test_paired", "test_clean"}
+    code, _, err = bench_main("report", str(run), "-o", str(tmp_path / "r.html"))
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "Not scored: <b>telea@gt</b> on test_natural (its occlusions have no true mask" in page
 
 
 def _masked(root, names=("a", "b"), mask_side=32, image_side=64):

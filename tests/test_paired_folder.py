@@ -43,6 +43,11 @@ def test_the_embedded_paired_split_read_back_as_a_folder_scores_exactly_as_built
     assert manifest["data"]["info"]["paired"][name]["masks"].startswith("given")
     assert manifest["training"]["oagan"]["cached"]  # a test set keys no model (bench.data.types.training_fingerprint)
     assert f"identity,identity,own,{name},4," in (run / "summary.csv").read_text()
+    from bench.report import render_report
+
+    page = render_report([run], tmp_path / "report.html", examples=2).path.read_text()
+    assert f"your paired set {name} ({folder.resolve()}; masks: given" in page  # its own table, pairs and grid
+    assert page.count(f"{name}") >= 4
 
 
 def _pair(root, name: str, size: int = 48, gt_size: int | None = None, value: int = 0) -> None:
@@ -85,7 +90,7 @@ def test_a_zero_one_mask_and_a_zero_255_mask_are_the_same_mask(tmp_path):
 BAD = [
     ("no-gt", lambda r: (_pair(r, "a"), shutil.rmtree(r / "gt")), {}, "needs input/ and gt/ sub-folders"),
     ("gt-missing", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "gt" / "b.png").unlink()), {}, "1 file(s) missing"),
-    ("extra-gt", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "input" / "b.png").unlink()), {}, "without an image of the same name"),
+    ("extra-gt", lambda r: (_pair(r, "a"), _pair(r, "b"), (r / "input" / "b.png").unlink()), {}, "without an image"),
     ("not-aligned", lambda r: _pair(r, "a", gt_size=40), {}, "a pair must be pixel-aligned (the same size)"),
     ("not-square", lambda r: _pair_wide(r), {}, "not a square face crop (sides may differ by 5%)"),
     ("mask-and-derive", lambda r: (_pair(r, "a"), _mask(r, "a")), {"derive_mask": 0.1}, "drop one of them"),

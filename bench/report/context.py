@@ -26,6 +26,19 @@ SPLIT_TITLES = {
 }
 QUALITY = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
 MASKS = [("mask_iou", "mask IoU", 3), ("mask_f1", "mask F1", 3)]
+USER_PAIRED = QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)] + MASKS  # a --paired-folder split
+UNTRAINED = ("not trainable", "external")  # what the manifest's training record says of a label nothing trained
+
+
+def user_paired_titles(manifest: dict[str, Any]) -> dict[str, str]:
+    """A title per paired folder the run scored (``--paired-folder``): its folder and how its masks came."""
+    paired_sets = ((manifest.get("data") or {}).get("info") or {}).get("paired") or {}
+    return {
+        split: f"your paired set {split} ({facts.get('folder')}; masks: {facts.get('masks')})"
+        for split, facts in sorted(paired_sets.items())
+    }
+
+
 PERCENT = {"occluded_fraction", "out_of_range"}  # shares of pixels, shown as percentages
 REFERENCE_CHECK = 8  # samples compared to decide that a label returns its input
 
@@ -372,6 +385,7 @@ def _charts(
     training: dict[str, dict],
     study: Any,
     identification: dict | None,
+    titles: dict[str, str],
 ) -> dict[str, str]:
     """Every chart that has something to draw, as inline SVG by name."""
     from bench.metrics import AREA_BINS, area_bin
@@ -379,7 +393,7 @@ def _charts(
     area_order = [area_bin(lo) for lo in AREA_BINS[:-1]]
     significance = [
         {
-            "title": f"{paired.METRICS[m][0]}, {SPLIT_TITLES[split]}",
+            "title": f"{paired.METRICS[m][0]}, {titles[split]}",
             "unit": paired.METRICS[m][0],
             "ranks": c["ranks"],
             "letters": c["letters"],
@@ -388,7 +402,7 @@ def _charts(
         for split, per in compared.items()
         for m, c in per.items()
     ]
-    names = [name for name, t in training.items() if t.get("trained") != "not trainable"]
+    names = [name for name, t in training.items() if t.get("trained") not in UNTRAINED]
     figures = {
         "significance": charts.significance(significance),
         "family": charts.by_group(df, "family", "occluder family", labels, reference) if not df.empty else None,
@@ -411,12 +425,13 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     facts = manifest.get("methods", {})
     specs = {label: f.get("spec", {}) for label, f in facts.items()}
     training = manifest.get("training", {})
-    trainable = {label: training.get(label.split("@")[0], {}).get("trained") != "not trainable" for label in facts}
+    trainable = {label: training.get(label.split("@")[0], {}).get("trained") not in UNTRAINED for label in facts}
     if not df.empty and "area" in df:
         df["area_bin"] = df["area"].map(lambda a: area_bin(a) if a is not None and not math.isnan(a) else "")
     reported = {label.split("@")[0]: spec.get("reported", {}) for label, spec in specs.items()}
     labels = store.labels()
-    compared = paired.comparisons(df)
+    titles = {**SPLIT_TITLES, **user_paired_titles(manifest)}
+    compared = paired.comparisons(df, (*paired.SPLITS, *titles.keys() - SPLIT_TITLES.keys()))
     reference = reference_label(store, df, specs, trainable)
     threshold = float(manifest.get("config", {}).get("mask_threshold", RunConfig.mask_threshold))
     table3 = table(
@@ -432,7 +447,7 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     mask_free = [label for label in labels if not specs.get(label, {}).get("needs_mask", True) and trainable[label]]
     study = read_json(store.root / "user_study" / "results.json")
     identification = read_json(store.root / "identification.json")
-    figures = _charts(store, df, labels, reference, compared, training, study, identification)
+    figures = _charts(store, df, labels, reference, compared, training, study, identification, titles)
     return {
         "id": manifest.get("run_id", store.root.name),
         "root": str(store.root),
@@ -443,17 +458,22 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         "table3": table3,
         "ablations": ablations,
         "paired": [
-            {"split": split, "title": SPLIT_TITLES[split], "rows": paired.pair_rows(per)}
-            for split, per in compared.items()
+            {"split": split, "title": titles[split], "rows": paired.pair_rows(per)} for split, per in compared.items()
         ],
         "compared": compared,
         "out_of_range": out_of_range,
         **_split_tables(summary, reference),
+        "user_paired": [
+            {"split": split, "title": title, **table(summary, split, USER_PAIRED, {}, compared.get(split), reference)}
+            for split, title in titles.items()
+            if split not in SPLIT_TITLES
+        ],
+        "not_scored": {label: f["not_scored"] for label, f in facts.items() if f.get("not_scored")},
         **_breakdowns(df, reference),
         "fig7": fig7(store, df, summary, mask_free, reference, examples, threshold),
         "grids": [
-            {"split": s, "title": SPLIT_TITLES[s], **grid(store, df, s, labels, examples, reference, threshold)}
-            for s in SPLIT_TITLES
+            {"split": s, "title": titles[s], **grid(store, df, s, labels, examples, reference, threshold)}
+            for s in titles
         ],
         "charts": figures,
         "study": study,

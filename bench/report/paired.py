@@ -45,12 +45,13 @@ def compare(df, split: str, metric: str) -> dict[str, Any] | None:
     }
 
 
-def comparisons(df) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{split: {metric: compare(...)}}`` for every split and metric with at least two labels."""
+def comparisons(df, splits: tuple[str, ...] = SPLITS) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{split: {metric: compare(...)}}`` for every split (with a ground truth) and metric with at least two
+    labels."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     if df.empty:
         return out
-    for split in SPLITS:
+    for split in splits:
         found = {m: c for m in METRICS if (c := compare(df, split, m)) is not None}
         if found:
             out[split] = found
