@@ -253,6 +253,7 @@ def run(
     limit: int | None = _opt("limit", DATA, "Score at most this many samples per test split."),
     occluders: Path | None = _opt("occluders", DATA, "Folder of extra RGBA PNG occluders."),
     natural_folder: Path | None = _opt("natural_folder", DATA, "Your own occluded faces (scored as test_natural)."),
+    mask_parts: str = _opt("mask_parts", DATA, "CelebAMask-HQ natural folder: its occluder parts, comma-separated."),
     paired_folder: list[Path] = _opt(
         "paired_folder", DATA, "Your own paired test set (input/, gt/, mask/ optional); repeatable."
     ),

@@ -102,6 +102,7 @@ class RunConfig:
     batch_size: int = 16
     data_limit: int | None = None  # at most this many images per split (whole identities on CelebA)
     natural_folder: Path | None = None  # a user's own naturally occluded faces replace test_natural
+    mask_parts: list[str] = field(default_factory=lambda: ["eye_g", "hat"])  # its occluders, if CelebAMask-HQ
     paired_folder: list[Path] = field(default_factory=list)  # a user's paired test sets (bench.data.paired)
     derive_mask: float | None = None  # their true masks from |input - gt| > this where no mask/ is given
     identification: bool = False  # the Fig. 12 protocol (trains a LightCNN-9 unless id_weights is given)
@@ -120,6 +121,8 @@ class RunConfig:
             self.methods = [s.strip() for s in self.methods.split(",") if s.strip()]
         if isinstance(self.id_model, str):
             self.id_model = [s.strip() for s in self.id_model.split(",") if s.strip()]
+        if isinstance(self.mask_parts, str):
+            self.mask_parts = [s.strip() for s in self.mask_parts.split(",") if s.strip()]
         self.validate()
         if self.image_size is None:
             self.image_size = PROFILES[self.profile].size
@@ -153,6 +156,13 @@ class RunConfig:
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
         self._check_paired()
+        from bench.data.celebamask import ALL_PARTS
+
+        if not self.mask_parts or not set(self.mask_parts) <= set(ALL_PARTS):
+            raise RunError(
+                f"--mask-parts {','.join(self.mask_parts) or '(empty)'}: name CelebAMask-HQ parts from "
+                f"{', '.join(ALL_PARTS)}"
+            )
         _existing("--id-weights", self.id_weights, "file")
         _output_folder(self.output)
         try:
@@ -225,6 +235,8 @@ class RunConfig:
         for key in ("allow_partial", "paired_folder", "derive_mask"):  # added later: absent when off, so that
             if not d[key]:  # the runs made before keep their identity
                 d.pop(key)
+        if d["mask_parts"] == ["eye_g", "hat"]:
+            d.pop("mask_parts")
         return d
 
     def options_for(self, name: str, declared: set[str]) -> dict[str, str]:
@@ -310,6 +322,7 @@ NEEDS = {
     "id_weights": "identification",
     "id_steps": "identification",
     "derive_mask": "paired_folder",
+    "mask_parts": "natural_folder",
 }
 
 

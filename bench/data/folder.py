@@ -11,25 +11,30 @@ laid out as ``img/`` and ``mask/`` (FaceOcc, COFW's test set) holds real occlusi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from bench.data.celeba import canonical_landmarks, require_unique_ids, resize, sample_id
+from bench.data.celebamask import PARTS, is_celebamask, load_celebamask
 from bench.data.imageio import IMAGE_SUFFIXES, ImageHeader, read_header, read_image, read_mask, require_face_size
 from bench.data.paired import images_in, same_names
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
 from bench.errors import DataError
 
 
-def load_folder(path: str | Path, size: int = 128) -> FaceSet:
+def load_folder(path: str | Path, size: int = 128, mask_parts: Sequence[str] = PARTS) -> FaceSet:
     """Every image under ``path`` (recursively) as a ``size`` px face; identity = top sub-folder. A folder laid out
-    as ``img/`` and ``mask/`` is a set with real occlusion masks (:func:`load_masked`)."""
+    as ``img/`` and ``mask/`` is a set with real occlusion masks (:func:`load_masked`), and one in CelebAMask-HQ's
+    layout the faces with the annotated ``mask_parts`` (bench.data.celebamask)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; pass a folder of face images (sub-folders per person optional)")
     if (root / "img").is_dir() and (root / "mask").is_dir():
         return load_masked(root, size)
+    if is_celebamask(root):
+        return load_celebamask(root, size, tuple(mask_parts))
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         found = sorted(p.name for p in root.iterdir())[:12]

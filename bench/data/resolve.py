@@ -24,6 +24,7 @@ class DataConfig:
     data_limit: int | None = None  # at most this many images per split
     occluders: Path | None = None  # extra RGBA PNG occluders
     natural_folder: Path | None = None  # the user's own occluded faces, scored as test_natural
+    mask_parts: list[str] = field(default_factory=lambda: ["eye_g", "hat"])  # CelebAMask-HQ's occluder parts
     paired_folder: list[Path] = field(default_factory=list)  # the user's paired test sets (bench.data.paired)
     derive_mask: float | None = None  # their masks from |input - gt| where a folder has no mask/
     allow_partial: bool = False  # CelebA: accept annotation files and images that disagree
@@ -49,7 +50,7 @@ def resolve_data(cfg: DataConfig) -> ResolvedData:
     if cfg.natural_folder is not None:
         from bench.data.folder import load_folder
 
-        natural = load_folder(cfg.natural_folder, size=cfg.image_size)
+        natural = load_folder(cfg.natural_folder, size=cfg.image_size, mask_parts=cfg.mask_parts)
     paired = {}
     if cfg.paired_folder:
         from bench.data.paired import load_paired, split_name
