@@ -120,9 +120,6 @@ def fixed_paired():
     return make
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture
 def tiny_plugin():
     """``tests.tiny_plugin`` registered in this process (as an installed plugin would be), removed afterwards."""
@@ -138,16 +135,9 @@ def tiny_plugin():
 @pytest.fixture
 def tiny_env(tmp_path):
     """Environment for a ``bench`` subprocess that finds ``tests.tiny_plugin`` through a real entry point."""
-    import os
+    from tests.util import tiny_plugin_env
 
-    site = tmp_path / "site"
-    info = site / "deocc_tiny-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: deocc_tiny\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[deocc_bench]\ntiny = tests.tiny_plugin\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
-    return env
+    return tiny_plugin_env(tmp_path)
 
 
 @pytest.fixture

@@ -88,16 +88,13 @@ def test_an_unknown_precision_is_refused():
 
 
 @pytest.mark.slow
-def test_acceleration_is_recorded_and_keys_the_checkpoint_cache(tiny_env, tmp_path):
-    import subprocess
-    import sys
-
+def test_acceleration_is_recorded_and_keys_the_checkpoint_cache(tiny_plugin, bench_main, tmp_path):
     args = ["run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "4", "--data-limit", "40"]
     args += ["--steps", "3", "--device", "cpu", "--output", str(tmp_path)]
     keys = {}
     for extra in ([], ["--channels-last"]):
-        done = subprocess.run([sys.executable, "-m", "bench.cli", *args, *extra], env=tiny_env, capture_output=True)
-        assert done.returncode == 0, done.stderr[-2000:]
+        code, _, err = bench_main(*args, *extra)
+        assert code == 0, err[-2000:]
         (path,) = sorted(tmp_path.glob("runs/*/manifest.json"), key=lambda p: p.stat().st_mtime)[-1:]
         manifest = json.loads(path.read_text())
         assert manifest["config"]["channels_last"] is bool(extra)

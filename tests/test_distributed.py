@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.util import tiny_plugin_env
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench.cli"]
 SINGLE = [sys.executable, "-m", "bench.cli"]
-ARGS = ["run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "4", "--data-limit", "40", "--device", "cpu"]
+ARGS = ["run", "--mask-source", "gt", "--limit", "4", "--data-limit", "40", "--device", "cpu"]
 
 
-def _curve(out: Path) -> list[dict]:
-    (path,) = out.glob("checkpoints/tinyfill/*/losses.jsonl")
+def _curve(out: Path, method: str = "tinyfill") -> list[dict]:
+    (path,) = out.glob(f"checkpoints/{method}/*/losses.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -28,26 +30,34 @@ def _manifest(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.slow
-def test_two_ranks_follow_the_single_process_loss_trajectory(tiny_env, tmp_path):
-    """tinyfill's loss is a per-pixel mean and its only random draw is one scalar per step, so the mean of two
-    shards' gradients is the whole batch's gradient: the curves agree to float rounding."""
-    args = [*ARGS, "--steps", "12", "--opt", "tinyfill.batch_size=4"]
-    one = subprocess.run(
-        [*SINGLE, *args, "--output", str(tmp_path / "one")], env=tiny_env, capture_output=True, text=True
-    )
+@pytest.fixture(scope="module")
+def one_and_two(tmp_path_factory) -> Path:
+    """tinyfill, GFC and OA-GAN trained and scored in one run in a single process ("one") and one under two
+    ranks ("two"). One run serves all three: each method is seeded as it is built and samples its own data
+    from the run's seed, so none shapes another's curve."""
+    root = tmp_path_factory.mktemp("distributed")
+    env = tiny_plugin_env(root)
+    args = [*ARGS, "--methods", "tinyfill,gfc,oagan", "--image-size", "32", "--steps", "6", "--opt", "batch_size=4"]
+    one = subprocess.run([*SINGLE, *args, "--output", str(root / "one")], env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [*TORCHRUN, *args, "--output", str(tmp_path / "two")], env=tiny_env, capture_output=True, text=True, timeout=600
+        [*TORCHRUN, *args, "--output", str(root / "two")], env=env, capture_output=True, text=True, timeout=600
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _curve(tmp_path / "one"), _curve(tmp_path / "two")
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
+    return root
+
+
+@pytest.mark.slow
+def test_two_ranks_follow_the_single_process_loss_trajectory(one_and_two):
+    """tinyfill's loss is a per-pixel mean and its only random draw is one scalar per step, so the mean of two
+    shards' gradients is the whole batch's gradient: the curves agree to float rounding."""
+    a, b = _curve(one_and_two / "one"), _curve(one_and_two / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 7))
     for x, y in zip(a, b, strict=True):
         assert y["l1"] == pytest.approx(x["l1"], rel=1e-5, abs=1e-7)
-    manifest = _manifest(tmp_path / "two")
+    manifest = _manifest(one_and_two / "two")
     assert manifest["status"] == "complete" and manifest["training"]["tinyfill"]["world_size"] == 2
-    assert len(list((tmp_path / "two").glob("runs/*/metrics/tinyfill@gt*.jsonl"))) == 2  # evaluation sharded too
+    assert len(list((one_and_two / "two").glob("runs/*/metrics/tinyfill@gt*.jsonl"))) == 2  # evaluation sharded
 
 
 def _kill_tree(pid: int) -> None:
@@ -73,7 +83,8 @@ def _kill_tree(pid: int) -> None:
 
 @pytest.mark.slow
 def test_a_run_killed_under_two_ranks_resumes_under_one(tiny_env, tmp_path):
-    args = [*ARGS, "--steps", "120", "--opt", "tinyfill.batch_size=4", "--opt", "tinyfill.step_sleep=0.02"]
+    args = [*ARGS, "--methods", "tinyfill", "--steps", "120", "--opt", "tinyfill.batch_size=4"]
+    args += ["--opt", "tinyfill.step_sleep=0.02"]
     proc = subprocess.Popen(
         [*TORCHRUN, *args, "--output", str(tmp_path)],
         env=tiny_env,
@@ -95,25 +106,17 @@ def test_a_run_killed_under_two_ranks_resumes_under_one(tiny_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_gfc_and_oagan_under_two_ranks_follow_the_single_process_run(tmp_path):
+def test_gfc_and_oagan_under_two_ranks_follow_the_single_process_run(one_and_two):
     """GFC's losses are per-pixel means: its curve agrees to float rounding (measured: 3e-4 relative after 20
     steps). OA-GAN's first step agrees to 1e-5 in every term (the gradient penalty's interpolation weights are drawn
     for the global batch and sliced, as a single process draws them); its ||M||^2 is the square of a batch mean,
     which a rank computes on its share, so later steps drift (2.5e-4 on the total after 4 steps), as in DDP."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = ["run", "--methods", "gfc,oagan", "--mask-source", "gt", "--limit", "4", "--data-limit", "40"]
-    args += ["--image-size", "32", "--steps", "6", "--device", "cpu", "--opt", "batch_size=4"]
-    for cmd, out in ((SINGLE, "one"), (TORCHRUN, "two")):
-        done = subprocess.run([*cmd, *args, "--output", str(tmp_path / out)], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    def curve(out: str, method: str) -> list[dict]:
-        (path,) = (tmp_path / out).glob(f"checkpoints/{method}/*/losses.jsonl")
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-    for x, y in zip(curve("one", "gfc"), curve("two", "gfc"), strict=True):
+    one, two = one_and_two / "one", one_and_two / "two"
+    gfc = _curve(one, "gfc")
+    assert len(gfc) == 6
+    for x, y in zip(gfc, _curve(two, "gfc"), strict=True):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-3)
-    first, second = curve("one", "oagan")[0], curve("two", "oagan")[0]
+    first, second = _curve(one, "oagan")[0], _curve(two, "oagan")[0]
     assert first.keys() == second.keys()
     for key in first:
         assert second[key] == pytest.approx(first[key], rel=1e-4, abs=1e-6), key

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench import stats
-from tests.util import render_in_chromium
+from tests.util import render_in_chromium, tiny_plugin_env
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 RUN = [
@@ -197,15 +197,8 @@ def _bench(args, env, timeout=600):
 def two_seeds(tmp_path_factory):
     """The same configuration with seeds 0 and 1: 4 methods, 6 labels (two mask sources), one trained method.
     Seed 0 prints the terminal summary at 80 columns, seed 1 its --json summary."""
-    import os
-
     root = tmp_path_factory.mktemp("report")
-    site = root / "site" / "deocc_tiny-0.1.dist-info"
-    site.mkdir(parents=True)
-    (site / "METADATA").write_text("Metadata-Version: 2.1\nName: deocc_tiny\nVersion: 0.1\n")
-    (site / "entry_points.txt").write_text("[deocc_bench]\ntiny = tests.tiny_plugin\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="80")
-    env["PYTHONPATH"] = os.pathsep.join([str(site.parent), str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
+    env = tiny_plugin_env(root, COLUMNS="80")
     out = root / "results"
     first = _bench([*RUN, "--output", str(out)], env)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -31,7 +31,9 @@ def _run(args, env=None, timeout=600):
 
 @pytest.fixture(scope="module")
 def classical_run(tmp_path_factory):
-    """identity + telea (oracle masks) + a third-party plugin from a dist-info on the path."""
+    """identity + telea (oracle masks) + a third-party plugin from a dist-info on the path, on 40 images a split
+    with a one-step recognizer: the tests read the folder, the protocol's shape and telea's margin, none of
+    which needs the full set or a trained recognizer."""
     root = tmp_path_factory.mktemp("run")
     site = root / "site"
     site.mkdir()
@@ -51,11 +53,13 @@ def classical_run(tmp_path_factory):
             "gt",
             "--limit",
             str(LIMIT),
+            "--data-limit",
+            "40",
             "--output",
             str(out),
             "--identification",
             "--id-steps",
-            "2",
+            "1",
         ],
         env=env,
     )
@@ -105,6 +109,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path):
         "--mask-source",
         "gt",
         "--limit",
+        "40",
+        "--data-limit",
         "40",
         "--batch-size",
         "1",
@@ -212,6 +218,8 @@ def test_torchrun_shards_evaluation_across_two_ranks(tmp_path):
         "gt",
         "--limit",
         "9",
+        "--data-limit",
+        "20",
         "--device",
         "cpu",
         "--output",

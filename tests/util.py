@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -73,3 +75,16 @@ def finished_run(out: Path, args: list[str]) -> Path:
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = (out / "runs").iterdir()
     return run
+
+
+def tiny_plugin_env(root: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ``bench`` subprocess that finds ``tests.tiny_plugin`` through a real entry point (a
+    dist-info written under ``root``); module-scoped fixtures call it directly."""
+    site = root / "site"
+    info = site / "deocc_tiny-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: deocc_tiny\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[deocc_bench]\ntiny = tests.tiny_plugin\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    return env
