@@ -31,7 +31,10 @@ class TeleaOptions(Options):
     """Telea's one option; the same under every profile (nothing to train, nothing to shrink)."""
 
     radius: float | None = option(
-        None, "neighbourhood radius in pixels at the run's size (None = 3 px at 128 px, scaled with the size)", min=0.0
+        None,
+        "neighbourhood radius in pixels at the run's size (None = 3 px at 128 px, scaled with the size)",
+        min=0.0,
+        max=1024.0,  # wider than any image the harness runs at; OpenCV overflows past 2**31 and runs at ~1 px
     )
 
 

@@ -96,7 +96,13 @@ def global_draw(draw, n: int):
 
 
 def init(device) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    value = os.environ.get("WORLD_SIZE", "1")
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(
+            f"WORLD_SIZE={value!r}: the number of processes must be a whole number of at least 1; launch several "
+            "with torchrun, or unset WORLD_SIZE to run one"
+        )
+    world = int(value)
     if world == 1:
         return Dist()
     import torch.distributed as dist

@@ -253,9 +253,10 @@ class RunStore:
         paths = [folder / f"{label}.jsonl", *sorted(folder.glob(f"{glob.escape(label)}.rank*.jsonl"))]
         return [p for p in paths if p.exists()]
 
-    def _lines(self, path: Path) -> Iterable[tuple[str, str, dict[str, Any]]]:
-        """(where, line, row) of each complete line of one metrics file. An unterminated last line is a write a
-        kill cut short and is skipped (the run recomputes it); any other line that is not a JSON row is damage."""
+    def _lines(self, path: Path, label: str) -> Iterable[tuple[str, str, dict[str, Any]]]:
+        """(where, line, row) of each complete line of ``label``'s metrics file. An unterminated last line is a
+        write a kill cut short and is skipped (the run recomputes it); any other line that is not a JSON row is
+        damage, and so is a row of another label (a file copied or swapped in: its images would be another's)."""
         lines = path.read_text(errors="replace").split("\n")
         for number, line in enumerate(lines[:-1], 1):
             if not line.strip():
@@ -269,6 +270,11 @@ class RunStore:
                 raise ValueError(
                     f"{where} is a damaged metrics row; run the same `bench run` again to recompute it"
                 ) from None
+            if row.get("label", label) != label:
+                raise ValueError(
+                    f"{where} is a row of {row.get('label')!r} in the metrics file of {label!r} (moved or copied "
+                    f"there); {TAMPER_FIX}"
+                )
             yield where, line, row
 
     def read_rows(self, label: str, verify: bool = False) -> list[dict[str, Any]]:
@@ -281,7 +287,7 @@ class RunStore:
         rows = []
         seen: dict[tuple[str, str], str] = {}
         for path in self._row_files(label):
-            lines = list(self._lines(path))
+            lines = list(self._lines(path, label))
             if verify:
                 self._verify(label, path, lines)
             for where, _, row in lines:
@@ -322,7 +328,7 @@ class RunStore:
             if problem:
                 raise ValueError(f"{problem}, but {where} scores it; {TAMPER_FIX}")
         if recorded:
-            first = next(iter(recorded.values()))
+            first = next(iter(recorded.values())) or "a line naming no sample"
             raise ValueError(
                 f"{path} lacks {len(recorded)} row(s) that {digests.name} records as written (the first: {first}); "
                 f"{TAMPER_FIX}"
@@ -348,7 +354,8 @@ class RunStore:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 dropped += bool(line.strip())
                 continue
-            if key in seen or row_digest(line) not in recorded or self._image_problem(label, row):
+            foreign = row.get("label", label) != label
+            if foreign or key in seen or row_digest(line) not in recorded or self._image_problem(label, row):
                 dropped += 1
                 continue
             seen.add(key)
@@ -395,11 +402,18 @@ class RunStore:
         import pandas as pd
 
         if verify:
-            for label, facts in self.manifest().get("methods", {}).items():
+            methods = self.manifest().get("methods", {})
+            for label, facts in methods.items():
                 if facts.get("status") == "evaluated" and not self._row_files(label):
                     raise ValueError(
                         f"{self.metrics_path(label)} is missing, but the manifest says {label} was evaluated; "
                         f"{TAMPER_FIX}"
+                    )
+            for label in self.labels():
+                if label not in methods:
+                    raise ValueError(
+                        f"{self.metrics_path(label)} holds rows of {label!r}, which this run never evaluated (its "
+                        f"manifest does not name it); {TAMPER_FIX}"
                     )
         rows = [r for label in self.labels() for r in self.read_rows(label, verify)]
         df = pd.DataFrame(rows)

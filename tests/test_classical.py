@@ -107,3 +107,11 @@ def test_specs_load_their_classes():
     assert loaded["identity"] is IdentityMethod and loaded["telea"] is TeleaMethod
     assert loaded["yeh"].__name__ == "YehMethod" and loaded["yeh"].trainable
     assert np.all([not loaded[n].trainable for n in ("identity", "telea")])
+
+
+def test_a_radius_opencv_would_overflow_is_refused_before_any_work(bench_main, tmp_path):
+    """cv2.inpaint runs a radius past 2**31 at ~1 px while the manifest would record it: refused at the edge."""
+    argv = ["run", "--methods", "telea", "--mask-source", "gt", "--opt", "telea.radius=1e30", "--output", str(tmp_path)]
+    code, _, err = bench_main(*argv)
+    assert code == 2 and err.count("error:") == 1 and "radius" in err and "1024" in err
+    assert not (tmp_path / "runs").exists()

@@ -120,3 +120,11 @@ def test_gfc_and_oagan_under_two_ranks_follow_the_single_process_run(one_and_two
     assert first.keys() == second.keys()
     for key in first:
         assert second[key] == pytest.approx(first[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2"])
+def test_a_world_size_that_is_not_a_count_is_one_line(bench_main, monkeypatch, tmp_path, value):
+    monkeypatch.setenv("WORLD_SIZE", value)
+    code, _, err = bench_main("run", "--methods", "identity", "--limit", "2", "--output", str(tmp_path))
+    assert code == 2 and f"WORLD_SIZE={value!r}: the number of processes must be a whole number of at least 1" in err
+    assert "Traceback" not in err

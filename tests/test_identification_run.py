@@ -278,3 +278,25 @@ def test_the_re_split_keeps_a_minimum_of_natural_test_faces_and_half_for_trainin
         assert len(out.test_natural) >= MIN_NATURAL_TEST, seed
         assert set(out.test_natural.identities) <= test and not test & set(out.train_natural.identities)
         assert out.info["identification_split"]["natural_minimum"] == MIN_NATURAL_TEST
+
+
+def test_weights_that_embed_nan_fail_the_recognizer_in_one_line_never_a_zero_rank(tmp_path, bench_main):
+    """NaN weights embed every face as NaN, which matches nothing: rank-1 0 for every probe, the clean ones too.
+    The recognizer fails, saying why, and no rank of it is reported."""
+    import torch
+
+    from baselines.lightcnn import LightCNN9
+
+    state = LightCNN9(num_classes=3, img_size=128).state_dict()
+    state["fc1.filter.weight"] = torch.full_like(state["fc1.filter.weight"], float("nan"))
+    weights = tmp_path / "nan.pth"
+    torch.save(state, weights)
+    out = tmp_path / "out"
+    argv = ["run", "--methods", "identity", "--identification", "--id-weights", str(weights), "--limit", "3"]
+    code, _, err = bench_main(*argv, "--data-limit", "40", "--output", str(out))
+    assert code == 1
+    assert "lightcnn9 (pretrained) embeds the gallery as NaN or inf: its weights are broken" in err
+    (run,) = (out / "runs").iterdir()
+    found = json.loads((run / "identification.json").read_text())
+    assert found["results"] == [] and "NaN or inf" in found["failed"]["lightcnn9"]
+    assert "identification:lightcnn9" in json.loads((run / "manifest.json").read_text())["failed"]

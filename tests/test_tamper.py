@@ -77,6 +77,36 @@ def _add_row(run: Path) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _swap_labels(run: Path) -> None:
+    """The two labels' metrics, digests and predictions swapped: each file verifies on its own, but the images
+    shown under one label would be the other's."""
+    for folder, suffix in (("metrics", ".jsonl"), ("digests", ".sha256"), ("predictions", "")):
+        a, b = run / folder / f"identity{suffix}", run / folder / f"{LABEL}{suffix}"
+        a.rename(run / "swap")
+        b.rename(a)
+        (run / "swap").rename(b)
+
+
+def _extra_label(run: Path) -> None:
+    """A label file of its own holding a copy of one telea row, its digest and its image: the row would count
+    twice in telea's mean."""
+    row = (run / "metrics" / f"{LABEL}.jsonl").read_text().splitlines()[0]
+    (run / "metrics" / "zz.jsonl").write_text(row + "\n")
+    (run / "digests" / "zz.sha256").write_text((run / "digests" / f"{LABEL}.sha256").read_text().splitlines()[0] + "\n")
+    shutil.copytree(run / "predictions" / LABEL, run / "predictions" / "zz")
+
+
+def _relabelled_label(run: Path) -> None:
+    """The same, with the copied row relabelled to its file's label: a label the run never evaluated."""
+    from bench.runstore import row_digest
+
+    row = json.loads((run / "metrics" / f"{LABEL}.jsonl").read_text().splitlines()[0])
+    line = json.dumps({**row, "label": "zz"})
+    (run / "metrics" / "zz.jsonl").write_text(line + "\n")
+    (run / "digests" / "zz.sha256").write_text(f"{row_digest(line)} {row['split']}/{row['sample']}\n")
+    shutil.copytree(run / "predictions" / LABEL, run / "predictions" / "zz")
+
+
 def _manifest(change: Callable[[dict], object]) -> Callable[[Path], None]:
     def apply(run: Path) -> None:
         manifest = json.loads((run / "manifest.json").read_text())
@@ -101,6 +131,9 @@ TAMPERED = [
     ("row-added", _add_row, f"is not the row that was written (its sha256 is not in {LABEL}.sha256)"),
     ("row-bit-flipped", lambda r: _flip_bit(r / "metrics" / f"{LABEL}.jsonl"), f"{LABEL}.jsonl:"),
     ("digests-deleted", _unlink(f"digests/{LABEL}.sha256"), f"{LABEL}.sha256 is missing, so the rows of"),
+    ("labels-swapped", _swap_labels, "identity.jsonl:1 is a row of 'telea@gt' in the metrics file of 'identity'"),
+    ("extra-label-file", _extra_label, "zz.jsonl holds rows of 'zz', which this run never evaluated"),
+    ("unknown-label", _relabelled_label, "zz.jsonl holds rows of 'zz', which this run never evaluated"),
     (
         "metrics-deleted",
         _unlink(f"metrics/{LABEL}.jsonl", f"digests/{LABEL}.sha256"),

@@ -190,15 +190,26 @@ class Identification:
 
     def score(self, name: str, variant: str, recognizer: Recognizer, only: str | None) -> list[dict[str, Any]]:
         """Rows of one trained (or pretrained) recognizer; ``only`` keeps that label's probes (variant b)."""
-        gallery_feats = recognizer.embed(self.gallery_faces.images[self.gallery.index])
+
+        def embed(images: np.ndarray, what: str) -> np.ndarray:
+            feats = recognizer.embed(images)
+            if not np.isfinite(feats).all():  # a NaN embedding never matches: rank-1 0 for every probe, silently
+                raise ValueError(
+                    f"{name} ({variant}) embeds {what} as NaN or inf: its weights are broken (e.g. a damaged "
+                    "--id-weights file, or a training that diverged); give other weights, or delete its checkpoint "
+                    "folder under <output>/checkpoints to train it again"
+                )
+            return feats
+
+        gallery_feats = embed(self.gallery_faces.images[self.gallery.index], "the gallery")
         rows = []
         for set_name, s in self.sets.items():
             faces, images = s["faces"], s["images"]
-            reference = recognizer.embed(images[CLEAN]) if CLEAN in images else None
+            reference = embed(images[CLEAN], f"the clean {set_name} faces") if CLEAN in images else None
             for probes, pixels in images.items():
                 if only is not None and probes != only:
                     continue
-                feats = reference if probes == CLEAN else recognizer.embed(pixels)
+                feats = reference if probes == CLEAN else embed(pixels, f"the {set_name} probes of {probes}")
                 row = {"recognizer": name, "variant": variant, "set": set_name, "probes": probes}
                 row |= protocol.score(feats, faces.identities, gallery_feats, self.gallery, MAX_RANK, self.config.seed)
                 if reference is not None and probes != CLEAN:
