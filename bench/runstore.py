@@ -155,6 +155,8 @@ def _read_digests(path: Path) -> list[tuple[str, str]]:
     """(digest, "split/sample") per complete line of a digest file; a cut-short last line (a kill) is left out."""
     if not path.exists():
         return []
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a digest file; {TAMPER_FIX}")
     out = []
     for line in path.read_text(errors="replace").split("\n")[:-1]:
         digest, _, key = line.partition(" ")
@@ -183,9 +185,11 @@ class RunStore:
             path = self.root / MANIFEST_COPY
             if not path.exists():
                 raise FileNotFoundError(f"{self.root} is not a run folder (no manifest.json, nor {MANIFEST_COPY})")
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not a run manifest; {TAMPER_FIX}")
         try:
             manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             copy = "" if path.name == MANIFEST_COPY else f"copy it from {MANIFEST_COPY} beside it, "
             raise ValueError(
                 f"{path} is corrupt ({exc}); {copy}restore it from a backup, or delete the run folder"
@@ -257,6 +261,8 @@ class RunStore:
         """(where, line, row) of each complete line of ``label``'s metrics file. An unterminated last line is a
         write a kill cut short and is skipped (the run recomputes it); any other line that is not a JSON row is
         damage, and so is a row of another label (a file copied or swapped in: its images would be another's)."""
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not a metrics file; {TAMPER_FIX}")
         lines = path.read_text(errors="replace").split("\n")
         for number, line in enumerate(lines[:-1], 1):
             if not line.strip():

@@ -77,6 +77,11 @@ def _add_row(run: Path) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _as_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
 def _swap_labels(run: Path) -> None:
     """The two labels' metrics, digests and predictions swapped: each file verifies on its own, but the images
     shown under one label would be the other's."""
@@ -131,6 +136,14 @@ TAMPERED = [
     ("row-added", _add_row, f"is not the row that was written (its sha256 is not in {LABEL}.sha256)"),
     ("row-bit-flipped", lambda r: _flip_bit(r / "metrics" / f"{LABEL}.jsonl"), f"{LABEL}.jsonl:"),
     ("digests-deleted", _unlink(f"digests/{LABEL}.sha256"), f"{LABEL}.sha256 is missing, so the rows of"),
+    ("metrics-a-folder", lambda r: _as_folder(r / "metrics" / f"{LABEL}.jsonl"), ".jsonl is a folder, not a metrics"),
+    ("digests-a-folder", lambda r: _as_folder(r / "digests" / f"{LABEL}.sha256"), ".sha256 is a folder, not a digest"),
+    ("manifest-a-folder", lambda r: _as_folder(r / "manifest.json"), "manifest.json is a folder, not a run manifest"),
+    (
+        "manifest-nested",
+        lambda r: (r / "manifest.json").write_text("[" * 200_000 + "]" * 200_000),
+        "manifest.json is corrupt",
+    ),
     ("labels-swapped", _swap_labels, "identity.jsonl:1 is a row of 'telea@gt' in the metrics file of 'identity'"),
     ("extra-label-file", _extra_label, "zz.jsonl holds rows of 'zz', which this run never evaluated"),
     ("unknown-label", _relabelled_label, "zz.jsonl holds rows of 'zz', which this run never evaluated"),
