@@ -346,7 +346,7 @@ def _render(runs: list[Path], output: Path | None, examples: int, console) -> Re
     try:
         with console.status("writing the report"):
             return render_report(runs, output=output, examples=examples)
-    except (FileNotFoundError, ValueError) as exc:
+    except (BenchError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -393,18 +393,19 @@ def data_preview(
     """Write a PNG grid of faces, synthetic and natural occlusions and their masks."""
     from bench.data.preview import preview_grid
     from bench.data.resolve import DataConfig, resolve_data
+    from bench.io import check_output_file
     from bench.planning import check_image_size
 
     if n < 1:
         _fail(f"--n must be at least 1, got {n}")
     try:
+        check_output_file(out, "--out", "preview.png", suffix=".png")
         check_image_size("--size", size)
         if dataset != "synthetic" and not Path(dataset.removeprefix("celeba:")).expanduser().is_dir():
             _fail(f"--dataset {dataset!r}: no such folder; use 'synthetic' or a CelebA folder")
         data = resolve_data(DataConfig(dataset, size, seed, occluders=occluders))
     except (BenchError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    out.parent.mkdir(parents=True, exist_ok=True)
     preview_grid(data.bench, out, n=n)
     typer.echo(str(out))
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import FolderBusy
+from bench.errors import FolderBusy, RunError
+
+RUN_MARKERS = ("manifest.json", "manifest.copy.json")  # a folder holding one of these is a run folder
 
 
 def _umask() -> int:
@@ -133,6 +135,91 @@ def disk_error_line(exc: OSError) -> str | None:
     )
 
 
+def path_problem(path: Path) -> str | None:
+    """Why nothing can be written at ``path`` (a symbolic-link loop, a dangling link, a file where a folder must
+    be), or None: checked before any work, so the fault is one line, not a traceback halfway through."""
+    try:
+        os.stat(path)
+        return None
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic-link loop or lies under one"
+        if exc.errno != errno.ENOTDIR:
+            return exc.strerror
+    for folder in (path, *path.parents):
+        if os.path.lexists(folder):
+            if folder.is_symlink() and not folder.exists():
+                return f"{folder} is a symbolic link to {os.readlink(folder)}, which does not exist"
+            if not folder.is_dir():
+                return f"{folder} is a file, where a folder is needed"
+            if not os.access(folder, os.W_OK):
+                return f"cannot create anything in {folder} (not writable)"
+            return None
+    return None
+
+
+def refuse_inside_run(path: Path, flag: str, allowed: Path | None = None) -> None:
+    """Refuse an output path that lies in a run folder (itself or any parent holding a run manifest): writing
+    there would overwrite finished rows, digests or predictions. ``allowed``: the one path the command itself
+    writes into a run (the report's default ``RUN/report.html``)."""
+    target = path.resolve()
+    if allowed is not None and target == allowed.resolve():
+        return
+    for folder in (target, *target.parents):
+        if any((folder / marker).is_file() for marker in RUN_MARKERS):
+            raise RunError(
+                f"{flag} {path}: lies inside run folder {folder}, whose finished files it would overwrite; "
+                "choose a path outside it"
+            )
+
+
+def check_output_file(
+    path: Path, flag: str, example: str, suffix: str | None = None, allowed: Path | None = None
+) -> None:
+    """The one check of a file path a user gives a command to write (report, preview, perf), before any work:
+    writable, not a folder, ``suffix`` when the format needs one, outside every run folder but ``allowed``.
+    ``example``: a file name the fix suggests."""
+    problem = path_problem(path)
+    if problem:
+        raise RunError(f"{flag} {path}: {problem}; choose another path")
+    if path.is_dir():
+        raise RunError(f"{flag} {path}: is a folder, not a file; give a file name (e.g. {flag} {path / example})")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise RunError(f"{flag} {path}: give a file name ending in {suffix} (it is written as {suffix[1:].upper()})")
+    refuse_inside_run(path, flag, allowed)
+
+
+def check_weights_only(path: Path, name: str, fix: str) -> None:
+    """A weights file checked before any work, with the real cause: a safetensors file, or a torch file (zip or
+    legacy pickle) that loads weights-only, not some other file nor a pickle of objects. ``name`` is where it
+    came from (an option or a variable), ``fix`` what to do instead."""
+    import zipfile
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt"):
+                return
+        except Exception as exc:
+            raise RunError(f"{name}: not a safetensors file ({type(exc).__name__}); {fix}") from exc
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if not (zipfile.is_zipfile(path) or head == b"\x80"):  # torch.save's zip, or a legacy pickle (PROTO opcode)
+        raise RunError(f"{name}: not a PyTorch weights file (neither torch.save's format nor a pickle); {fix}")
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(
+            f"{name}: a pickle of Python objects (loading it would run code), not a weights-only file; save the "
+            f"network's state_dict ({type(exc).__name__}); {fix}"
+        ) from exc
+
+
 class FolderLock:
     """An exclusive advisory lock on ``folder/.lock`` (fcntl), released when the process ends however it ends,
     so two ``bench run`` never write one run folder or train one checkpoint at once."""
@@ -145,7 +232,12 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise RunError(
+                f"{folder} is a file, where the run keeps a {self.what}; move it away or choose another --output folder"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)

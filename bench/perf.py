@@ -306,11 +306,18 @@ def run_perf(
 
     from bench import plugins
     from bench.acceleration import Acceleration
+    from bench.io import atomic_write_bytes, check_output_file
     from bench.planning import RunError, check_image_size, plan_run
     from bench.training import resolve_device, seed_everything
 
+    if not sizes:
+        raise RunError("--sizes is empty; give image sizes, comma-separated (e.g. --sizes 64,128)")
     for size in sizes:
         check_image_size("--sizes: each", size)
+    if len(set(sizes)) != len(sizes):
+        raise RunError(f"--sizes names a size twice: {','.join(map(str, sizes))}; give each once")
+    if output is not None:
+        check_output_file(output, "--output", "perf.json")
     if batch_size < 1 or repeats < 1:
         raise RunError(f"--batch-size and --repeats must be at least 1, got {batch_size} and {repeats}")
     specs = plan_run(plugins.registry(), methods, profile=profile).named
@@ -337,7 +344,6 @@ def run_perf(
         title += ", " + ", ".join(f"{k}={v}" for k, v in accel.record().items())
     print_perf_table(console, title, rows)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
         peak = {str(size): round(flops / 1e9, 2) for size, flops in peaks.items()}
-        output.write_text(json.dumps({"conv_peak_gflops": peak, "rows": rows}, indent=2) + "\n")
+        atomic_write_bytes(output, (json.dumps({"conv_peak_gflops": peak, "rows": rows}, indent=2) + "\n").encode())
     return rows

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import RunError
+from bench.io import check_weights_only, path_problem, refuse_inside_run
 from bench.method import MethodSpec, base_name
 from bench.options import PROFILES
 from bench.registry import VARIANT_NAME, check_name
@@ -53,8 +54,9 @@ def check_method_names(names: Sequence[str]) -> None:
         raise RunError(f"--methods names a method twice: {','.join(names)}")
 
 
-def _output_folder(path: Path) -> None:
-    """--output can hold run folders: not a file, no component too long for the file system."""
+def _output_folder(path: Path, methods: Sequence[str]) -> None:
+    """--output can hold run folders: not a file, no component too long for the file system, writable, outside
+    every run folder, and none of the folders the run keeps in it (runs/, cache/, checkpoints/<method>/) a file."""
     for part in path.parts:
         if len(os.fsencode(part)) > NAME_MAX - 40:  # run folders and checkpoint files add to the names below it
             raise RunError(
@@ -63,6 +65,16 @@ def _output_folder(path: Path) -> None:
             )
     if path.exists() and not path.is_dir():
         raise RunError(f"--output {path}: is a file, not a folder; give a folder (it is created when missing)")
+    problem = path_problem(path)
+    if problem:
+        raise RunError(f"--output {path}: {problem}; choose another --output folder")
+    refuse_inside_run(path, "--output")
+    for sub in ("runs", "cache", "cache/data", "checkpoints", *(f"checkpoints/{m.replace(':', '_')}" for m in methods)):
+        if os.path.lexists(path / sub) and not (path / sub).is_dir():
+            raise RunError(
+                f"--output {path}: {path / sub} is a file, where the run keeps a folder; move it away or choose "
+                "another --output folder"
+            )
 
 
 def _positive(name: str, value: int | float | None, minimum: float = 1) -> None:
@@ -145,13 +157,16 @@ class RunConfig:
         _positive("--seed", self.seed, 0)
         if self.seed > MAX_SEED:
             raise RunError(f"--seed must be at most {MAX_SEED} (the seed range is 0 to {MAX_SEED}), got {self.seed}")
-        _positive("--steps", self.steps, 0)
+        _positive("--steps", self.steps)
         _positive("--limit", self.limit)
         _positive("--batch-size", self.batch_size)
         _positive("--data-limit", self.data_limit)
         _positive("--id-steps", self.id_steps)
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
-            raise RunError(f"--time-budget is seconds of training and must be positive, got {self.time_budget}")
+            raise RunError(
+                f"--time-budget is seconds of training and must be a positive, finite number, got {self.time_budget}"
+                " (drop it for no cap)"
+            )
         _existing("--weights-dir", self.weights_dir, "folder")
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
@@ -164,7 +179,7 @@ class RunConfig:
                 f"{', '.join(ALL_PARTS)}"
             )
         _existing("--id-weights", self.id_weights, "file")
-        _output_folder(self.output)
+        _output_folder(self.output, self.methods)
         try:
             self.acceleration()
         except ValueError as exc:
@@ -194,7 +209,7 @@ class RunConfig:
         with ``output`` the run's output root (the folder may have moved since)."""
         paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
         known = {f.name for f in fields(cls)}
-        values = {k: (Path(v) if k in paths and v is not None else v) for k, v in record.items() if k in known}
+        values = {k: (_as_paths(v) if k in paths else v) for k, v in record.items() if k in known}
         return cls(**(values | {"output": output}))
 
     def _check_paired(self) -> None:
@@ -269,6 +284,13 @@ class RunConfig:
                 hint = get_close_matches(key, sorted(every), n=3)
                 tail = f"did you mean {', '.join(hint)}?" if hint else "see `bench list --options`"
                 raise RunError(f"--opt {k}: no method of this run has an option {key!r}; {tail}")
+
+
+def _as_paths(value: str | list[str] | None) -> Path | list[Path] | None:
+    """A recorded path field back as paths: one path, a list of them (--paired-folder), or None."""
+    if value is None:
+        return None
+    return [Path(v) for v in value] if isinstance(value, list) else Path(value)
 
 
 @dataclass
@@ -367,7 +389,27 @@ def plan_run(
         config.check_option_scopes([job.spec.name for job in jobs])
         if config.identification:
             check_recognizers(config, registry)
+        check_vgg_weights_variable()
     return Plan(specs, jobs, registry)
+
+
+VGG_VARIABLE = "BENCH_VGG16_WEIGHTS"  # the VGG-16 weights file methods with perceptual losses read (bench.nn.vgg)
+
+
+def check_vgg_weights_variable() -> None:
+    """``BENCH_VGG16_WEIGHTS``, when set, names a weights file that loads: checked like --id-weights before any
+    folder is made, not when the first method builds its losses (imports torch only when it is set)."""
+    value = os.environ.get(VGG_VARIABLE)
+    if not value:
+        return
+    path = Path(value).expanduser()
+    name = f"{VGG_VARIABLE}={value}"
+    fix = f"point {VGG_VARIABLE} at a VGG-16 weights file (timm or torchvision state_dict) or unset it"
+    if path.is_dir():
+        raise RunError(f"{name}: is a folder, not a file; {fix}")
+    if not path.is_file():
+        raise RunError(f"{name}: no such file; {fix}")
+    check_weights_only(path, name, fix)
 
 
 def _check_given(config: RunConfig, specs: list[MethodSpec], given: Collection[str]) -> None:

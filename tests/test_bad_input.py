@@ -52,6 +52,12 @@ def finished(tmp_path_factory) -> SimpleNamespace:
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_bytes(data)
     _restorations(run, files)
+    for name in ("o_runs/runs", "o_cache/cache", "o_data/cache/data", "o_ckpt/checkpoints/telea"):
+        (files / name).parent.mkdir(parents=True, exist_ok=True)
+        (files / name).write_text("a file where the run keeps a folder")
+    (files / "loopA").symlink_to(files / "loopB")
+    (files / "loopB").symlink_to(files / "loopA")
+    (files / "dangling").symlink_to("/nonexistent/x")
     damaged = root / "damaged"  # a copy of the run whose metrics and manifest are damaged
     subprocess.run(["cp", "-r", str(run), str(damaged)], check=True)
     rows = damaged / "metrics" / "identity.jsonl"
@@ -112,7 +118,8 @@ def _run(*extra: str) -> list[str]:
 CASES = [
     # -- run: option values, checked at the edge before any work
     ("limit-0", _run("--limit", "0"), 2, "--limit must be at least 1, got 0"),
-    ("steps-negative", _run("--steps", "-5"), 2, "--steps must be at least 0, got -5"),
+    ("steps-negative", _run("--steps", "-5"), 2, "--steps must be at least 1, got -5"),
+    ("steps-0", _run("--steps", "0"), 2, "--steps must be at least 1, got 0"),
     ("batch-size-negative", _run("--batch-size", "-3"), 2, "--batch-size must be at least 1, got -3"),
     ("threshold-5", _run("--mask-threshold", "5"), 2, "--mask-threshold must be strictly between 0 and 1, got 5"),
     ("threshold-nan", _run("--mask-threshold", "nan"), 2, "--mask-threshold must be strictly between 0 and 1"),
@@ -124,9 +131,10 @@ CASES = [
         "time-budget-negative",
         _run("--time-budget", "-1"),
         2,
-        "--time-budget is seconds of training and must be positive",
+        "--time-budget is seconds of training and must be a positive, finite number, got -1.0",
     ),
     ("time-budget-nan", _run("--time-budget", "nan"), 2, "--time-budget is seconds of training"),
+    ("time-budget-inf", _run("--time-budget", "inf"), 2, "must be a positive, finite number, got inf (drop it for"),
     ("seed-negative", _run("--seed", "-1"), 2, "--seed must be at least 0, got -1"),
     ("precision-fp16", _run("--precision", "fp16"), 2, "--precision must be one of fp32, bf16, got 'fp16'"),
     ("profile-unknown", _run("--profile", "fast"), 2, "unknown profile 'fast'; use quick, standard, paper"),
@@ -295,6 +303,53 @@ CASES = [
     ),
     ("preview-n-0", ["data", "preview", "--n", "0", "-o", "{files}/p.png"], 2, "--n must be at least 1, got 0"),
     ("preview-size-7", ["data", "preview", "--size", "7", "-o", "{files}/p.png"], 2, "--size must be a multiple"),
+    ("perf-sizes-empty", ["perf", "--methods", "identity", "--sizes", ","], 2, "--sizes is empty; give image sizes"),
+    ("perf-sizes-twice", ["perf", "--methods", "identity", "--sizes", "32,32"], 2, "--sizes names a size twice: 32,32"),
+    # -- output paths inside a run folder: refused, the finished files are never overwritten
+    (
+        "report-onto-its-rows",
+        ["report", "{run}", "-o", "{run}/metrics/telea@gt.jsonl"],
+        2,
+        "telea@gt.jsonl: lies inside run folder ",
+    ),
+    ("report-onto-a-digest", ["report", "{run}", "-o", "{run}/digests/identity.sha256"], 2, "choose a path outside it"),
+    ("report-onto-its-manifest", ["report", "{run}", "-o", "{run}/manifest.json"], 2, "lies inside run folder"),
+    ("report-onto-a-prediction", ["report", "{run}", "-o", "{run}/predictions/identity/x.png"], 2, "inside run"),
+    ("report-onto-another-run", ["report", "{damaged}", "-o", "{run}/manifest.json"], 2, "lies inside run folder"),
+    ("preview-into-a-run", ["data", "preview", "-o", "{run}/preview.png"], 2, "preview.png: lies inside run folder"),
+    (
+        "perf-into-a-run",
+        ["perf", "--methods", "identity", "--sizes", "32", "--output", "{run}/metrics/x.jsonl"],
+        2,
+        "x.jsonl: lies inside run folder",
+    ),
+    ("output-a-run-folder", [*RUN, "--output", "{run}"], 2, "lies inside run folder"),
+    ("output-in-a-run-folder", [*RUN, "--output", "{run}/metrics"], 2, "metrics: lies inside run folder"),
+    # -- output paths that cannot be written: files where folders must be, symbolic-link loops, dangling links
+    ("output-runs-a-file", [*RUN, "--output", "{files}/o_runs"], 2, "o_runs/runs is a file, where the run keeps a"),
+    ("output-cache-a-file", [*RUN, "--output", "{files}/o_cache"], 2, "o_cache/cache is a file, where the run"),
+    ("output-data-a-file", [*RUN, "--output", "{files}/o_data"], 2, "o_data/cache/data is a file, where the run"),
+    ("output-ckpt-a-file", [*RUN, "--output", "{files}/o_ckpt"], 2, "checkpoints/telea is a file, where the run"),
+    ("output-symlink-loop", [*RUN, "--output", "{files}/loopA"], 2, "is a symbolic-link loop or lies under one"),
+    ("output-dangling-link", [*RUN, "--output", "{files}/dangling"], 2, "to /nonexistent/x, which does not exist"),
+    ("output-not-writable", [*RUN, "--output", "/proc/self/x"], 2, "--output /proc/self/x: cannot create anything"),
+    ("report-under-a-loop", ["report", "{run}", "-o", "{files}/loopA/r.html"], 2, "r.html: is a symbolic-link loop"),
+    ("preview-under-a-loop", ["data", "preview", "-o", "{files}/loopA/p.png"], 2, "p.png: is a symbolic-link loop"),
+    ("preview-no-extension", ["data", "preview", "-o", "{files}/p"], 2, "p: give a file name ending in .png"),
+    ("preview-txt", ["data", "preview", "-o", "{files}/p.txt"], 2, "p.txt: give a file name ending in .png"),
+    ("preview-a-folder", ["data", "preview", "-o", "{files}"], 2, "is a folder, not a file; give a file name"),
+    (
+        "perf-output-a-folder",
+        ["perf", "--methods", "identity", "--sizes", "32", "--output", "{files}"],
+        2,
+        "is a folder, not a file; give a file name",
+    ),
+    (
+        "perf-output-under-a-loop",
+        ["perf", "--methods", "identity", "--sizes", "32", "--output", "{files}/loopA/x.json"],
+        2,
+        "x.json: is a symbolic-link loop",
+    ),
     # -- options that cannot act, refused before any work
     ("opt-empty-value", _run("--opt", "telea.radius="), 2, "--opt telea.radius= has an empty value; give one"),
     (
@@ -370,6 +425,24 @@ ENV_CASES = [
     ),
     ("strict-banana", {"DEOCC_STRICT_PLUGINS": "banana"}, ["list"], "DEOCC_STRICT_PLUGINS='banana': use 1 or true"),
     (
+        "vgg-weights-random-bytes",
+        {"BENCH_VGG16_WEIGHTS": "{files}/vgg.pth"},
+        [*RUN, "--output", "{out}"],
+        "vgg.pth: not a PyTorch weights file (neither torch.save's format nor a pickle); point BENCH_VGG16_WEIGHTS",
+    ),
+    (
+        "vgg-weights-a-folder",
+        {"BENCH_VGG16_WEIGHTS": "{files}"},
+        [*RUN, "--output", "{out}"],
+        "is a folder, not a file; point BENCH_VGG16_WEIGHTS at a VGG-16 weights file",
+    ),
+    (
+        "vgg-weights-missing",
+        {"BENCH_VGG16_WEIGHTS": "/nonexistent.pth"},
+        [*RUN, "--output", "{out}"],
+        "BENCH_VGG16_WEIGHTS=/nonexistent.pth: no such file",
+    ),
+    (
         "disabled-method-used",
         {"DEOCC_DISABLE_PLUGINS": "classical"},
         [*RUN, "--output", "{out}"],
@@ -384,7 +457,7 @@ def test_a_bad_plugin_switch_is_one_line(finished, bench_main, monkeypatch, env,
 
     before = _tree(finished.out)
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, value.format(files=finished.files))
     plugins.reset()
     try:
         got, _, err = bench_main(*_fill(argv, finished))
@@ -512,6 +585,17 @@ def test_an_interrupt_says_how_to_resume_and_the_rerun_resumes(tiny_env, tmp_pat
     resumed = re.search(r"resumed training from step (\d+)", again.stderr)
     assert resumed and int(resumed[1]) in range(50, 200, 50), again.stderr[-2000:]  # from the last checkpoint
     assert json.loads(manifest.read_text())["status"] == "complete"  # the same run folder, finished
+
+
+def test_the_report_may_still_be_written_to_its_own_default_place(finished, bench_main, tmp_path):
+    """The run-folder check spares the one file ``bench report`` itself keeps in a run: RUN/report.html."""
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished.run), str(run)], check=True)
+    rows = (run / "metrics" / "telea@gt.jsonl").read_bytes()
+    code, out, err = bench_main("report", str(run), "-o", str(run / "report.html"))
+    assert code == 0, err
+    assert (run / "report.html").read_bytes().startswith(b"<!")
+    assert (run / "metrics" / "telea@gt.jsonl").read_bytes() == rows
 
 
 def test_a_run_that_fails_before_work_leaves_no_folder(bench_main, tmp_path):

@@ -257,8 +257,12 @@ def test_a_killed_run_whose_manifest_was_deleted_is_found_again_and_resumed(tiny
 
 # -- the last bad inputs of the report and the user study, as in tests/test_bad_input.py
 BAD = [
-    ("report-onto-a-folder", ["report", "{run}", "-o", "{files}"], "is a folder; give the report's file name"),
-    ("report-under-a-file", ["report", "{run}", "-o", "{files}/note.txt/r.html"], "note.txt is a file, not a folder"),
+    ("report-onto-a-folder", ["report", "{run}", "-o", "{files}"], "files: is a folder, not a file; give a file name"),
+    (
+        "report-under-a-file",
+        ["report", "{run}", "-o", "{files}/note.txt/r.html"],
+        "note.txt is a file, where a folder is needed; choose another path",
+    ),
     (
         "study-too-many-items",
         ["study", "export", "{run}", "-m", "identity,telea@gt", "--items", "1000", "--split", "test_paired"],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bench.data.types import Benchmark, FaceSet
+from bench.io import atomic_write_bytes
 
 _ROWS = ("clean", "synthetic occl.", "its mask", "natural occl.", "its mask")
 _SHORT = {
@@ -46,9 +48,9 @@ def preview_grid(benchmark: Benchmark, path: str | Path, n: int = 8) -> Path:
         lines = describe(benchmark.attribute_names, paired.attributes[c])
         lines += [f"S: {paired.occluders[c]}" if paired.occluders else "", f"N: {_natural_name(natural, c)}"]
         draw.multiline_text((left + c * (cell + 4), y + 2), "\n".join(lines), fill="black", font=font, spacing=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    path, buffer = Path(path), io.BytesIO()
+    sheet.save(buffer, format="PNG")  # PNG whatever the name says, written atomically as every harness file
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

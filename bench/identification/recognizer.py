@@ -97,25 +97,13 @@ class Recognizer(Trainable):
 
 
 def check_weights_file(path: Path, recognizers: list[type[Recognizer]]) -> None:
-    """``--id-weights`` checked before any work, with the real cause: a weights-only torch file (not some other
-    file, not a pickle of objects) whose keys and shapes fit each of ``recognizers`` that reads it."""
-    import zipfile
-
-    import torch
-
+    """``--id-weights`` checked before any work, with the real cause: a weights-only file (not some other file,
+    not a pickle of objects; bench.io.check_weights_only) whose keys and shapes fit each of ``recognizers`` that
+    reads it."""
     from bench.errors import DataError
+    from bench.io import check_weights_only
 
-    with open(path, "rb") as f:
-        head = f.read(1)
-    if not (zipfile.is_zipfile(path) or head == b"\x80"):  # torch.save's zip, or a legacy pickle (PROTO opcode)
-        raise DataError(f"--id-weights {path}: not a PyTorch weights file (neither torch.save's format nor a pickle)")
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(
-            f"--id-weights {path}: a pickle of Python objects (loading it would run code), not a weights-only file; "
-            f"save the network's state_dict ({type(exc).__name__})"
-        ) from exc
+    check_weights_only(path, f"--id-weights {path}", "give the recognizer's released weights file")
     for recognizer in recognizers:
         try:
             recognizer.check_weights(path)

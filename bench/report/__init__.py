@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.io import atomic_write_bytes, disk_error_line
+from bench.io import atomic_write_bytes, check_output_file, disk_error_line
 from bench.runstore import RunStore
 
 
@@ -39,8 +39,9 @@ def render_report(runs: list[Path], output: Path | None = None, examples: int = 
     from bench.report.context import SPLIT_TITLES, run_context
 
     stores = [RunStore(Path(r)) for r in runs]
-    path = Path(output or stores[0].root / "report.html")
-    _check_output(path)
+    default = stores[0].root / "report.html"
+    path = Path(output or default)
+    check_output_file(path, "-o", "report.html", allowed=default)  # before any work: never into a run's files
     contexts = [run_context(s, examples) for s in stores]  # every run verified before anything is written
     written: list[Path] = []
     for store, ctx in zip(stores, contexts, strict=True):
@@ -60,14 +61,3 @@ def render_report(runs: list[Path], output: Path | None = None, examples: int = 
     )
     atomic_write_bytes(path, html.encode())
     return Report(path, contexts, written)
-
-
-def _check_output(path: Path) -> None:
-    """Refuse, before any work, a report path that is a folder or lies under a file."""
-    if path.is_dir():
-        raise ValueError(f"-o {path} is a folder; give the report's file name, e.g. -o {path / 'report.html'}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"-o {path}: {parent} is a file, not a folder; give a path in a folder")
-            break
