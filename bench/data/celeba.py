@@ -241,6 +241,21 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A {0, 1} mask resized to ``size`` x ``size`` nearest-neighbour, so it stays {0, 1}."""
+    import cv2
+
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def centre_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of ``image`` (a face crop a little off square loses its edges, not its shape)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
 def _load_images(
     root: Path, names: list[str], size: int, landmarks: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:

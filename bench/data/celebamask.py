@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.celeba import canonical_landmarks, resize
+from bench.data.celeba import canonical_landmarks, resize, resize_mask
 from bench.data.imageio import read_header, read_image, read_mask, require_face_size
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
 from bench.errors import DataError
@@ -67,7 +67,7 @@ def load_celebamask(root: Path, size: int, parts: tuple[str, ...] = PARTS) -> Fa
         images.append(resize(image, size))
         union = np.zeros((size, size), np.uint8)
         for part in found[i].values():
-            union |= _mask(part, size)
+            union |= resize_mask(read_mask(part), size)
         masks.append(union)
     families = ["celebamask/" + "+".join(p for p in parts if p in found[i]) for i in ids]
     n = len(ids)
@@ -81,9 +81,3 @@ def load_celebamask(root: Path, size: int, parts: tuple[str, ...] = PARTS) -> Fa
         occluders=families,
         families=families,
     )
-
-
-def _mask(path: Path, size: int) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(read_mask(path), (size, size), interpolation=cv2.INTER_NEAREST)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.celeba import canonical_landmarks, require_unique_ids, resize, sample_id
+from bench.data.celeba import canonical_landmarks, centre_square, require_unique_ids, resize, resize_mask, sample_id
 from bench.data.celebamask import PARTS, is_celebamask, load_celebamask
 from bench.data.imageio import IMAGE_SUFFIXES, ImageHeader, read_header, read_image, read_mask, require_face_size
 from bench.data.paired import images_in, same_names
@@ -91,8 +91,6 @@ def load_masked(root: Path, size: int) -> FaceSet:
 
 def _square_mask(path: Path, image: ImageHeader, size: int) -> np.ndarray:
     """The mask cropped as its image is (the centre square) and resized nearest-neighbour to ``size``."""
-    import cv2
-
     mask = read_mask(path)
     height, width = mask.shape
     if abs(width * image.height - height * image.width) > 0.01 * image.width * height:
@@ -100,16 +98,11 @@ def _square_mask(path: Path, image: ImageHeader, size: int) -> np.ndarray:
             f"{path}: is {width}x{height}, its image {image.width}x{image.height} has another aspect ratio; "
             "a mask covers its image (at any resolution)"
         )
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return cv2.resize(mask[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_NEAREST)
+    return resize_mask(centre_square(mask), size)
 
 
 def _square(path: Path, header: ImageHeader, size: int) -> np.ndarray:
     """Centre square crop of the image, resized to ``size``; a large JPEG is decoded at reduced size, as its
     header's shorter side allows. A bad file is one DataError naming it (bench.data.imageio)."""
     image, _ = read_image(path, size / min(header.width, header.height), header=header)
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return resize(image[top : top + side, left : left + side], size)
+    return resize(centre_square(image), size)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.celeba import canonical_landmarks, require_unique_ids, resize, sample_id
-from bench.data.imageio import IMAGE_SUFFIXES, read_header, read_image, read_mask, require_face_size
+from bench.data.celeba import canonical_landmarks, centre_square, require_unique_ids, resize, resize_mask, sample_id
+from bench.data.imageio import IMAGE_SUFFIXES, ImageHeader, read_header, read_image, read_mask, require_face_size
 from bench.data.types import PAPER_ATTRIBUTES, FaceSet
 from bench.errors import DataError
 
@@ -52,11 +52,12 @@ def load_paired(root: Path, size: int, derive_mask: float | None = None) -> tupl
     require_face_size(root / "input", files, headers)
     ids = [sample_id(n) for n in names]
     require_unique_ids(root / "input", files, ids)
+    inputs = dict(zip(names, zip(files, headers, strict=True), strict=True))  # each pair's size, read once
     images = np.stack([_face(kinds["input"][n], size) for n in names])
-    clean = np.stack([_face(kinds["gt"][n], size, like=kinds["input"][n]) for n in names])
+    clean = np.stack([_face(kinds["gt"][n], size, like=inputs[n]) for n in names])
     masks, how = None, "none (mask IoU not computed; --mask-source gt refused for this split)"
     if "mask" in kinds:
-        masks = np.stack([_face(kinds["mask"][n], size, like=kinds["input"][n], mask=True) for n in names])
+        masks = np.stack([_face(kinds["mask"][n], size, like=inputs[n], mask=True) for n in names])
         how = "given (mask/, occluded above half of the full value)"
     elif derive_mask is not None:
         diff = np.abs(images.astype(np.int16) - clean.astype(np.int16)).max(axis=-1) / 255.0
@@ -92,17 +93,16 @@ def same_names(folder: Path, wanted: set[str], found: set[str], layout: str = "i
             )
 
 
-def _face(path: Path, size: int, like: Path | None = None, mask: bool = False) -> np.ndarray:
-    """One image as a ``size`` px face (a mask as {0, 1}); ``like`` is the input it must be pixel-aligned with."""
-    import cv2
-
+def _face(path: Path, size: int, like: tuple[Path, ImageHeader] | None = None, mask: bool = False) -> np.ndarray:
+    """One image as a ``size`` px face (a mask as {0, 1}); ``like`` is the input (its path and header) it must be
+    pixel-aligned with."""
     image = read_mask(path) if mask else read_image(path)[0]
     height, width = image.shape[:2]
     if like is not None:
-        other = read_header(like)
-        if (width, height) != (other.width, other.height):
+        other, header = like
+        if (width, height) != (header.width, header.height):
             raise DataError(
-                f"{path}: is {width}x{height}, its input {like.name} is {other.width}x{other.height}; "
+                f"{path}: is {width}x{height}, its input {other.name} is {header.width}x{header.height}; "
                 "a pair must be pixel-aligned (the same size)"
             )
     if abs(width / height - 1) > ASPECT_TOLERANCE:
@@ -110,9 +110,4 @@ def _face(path: Path, size: int, like: Path | None = None, mask: bool = False) -
             f"{path}: is {width}x{height}, not a square face crop (sides may differ by {ASPECT_TOLERANCE:.0%}); "
             "crop the faces square first"
         )
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    image = image[top : top + side, left : left + side]
-    if mask:
-        return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
-    return resize(image, size)
+    return (resize_mask if mask else resize)(centre_square(image), size)
