@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from bench.errors import BenchError
-from bench.planning import RunConfig, check_profile, plan_run
+from bench.planning import NAME_LISTS, RunConfig, check_profile, field_default, plan_run
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -202,9 +201,8 @@ def _list_options(reg, names: list[str], profile: str, as_json: bool) -> None:
 def _default(name: str) -> Any:
     """RunConfig's default for the field ``name`` (a list of names as the comma-separated text the option takes;
     a list of paths as a repeatable option), so the CLI restates no default of its own."""
-    spec = RunConfig.__dataclass_fields__[name]
-    value = spec.default if spec.default_factory is MISSING else spec.default_factory()
-    return ",".join(value) if spec.type == "list[str]" else value
+    value = field_default(name)
+    return ",".join(value) if name in NAME_LISTS else value
 
 
 def _opt(name: str, panel: str, help: str, *flags: str) -> Any:

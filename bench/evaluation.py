@@ -41,9 +41,9 @@ class MethodOutputError(BenchError):
 def limit_splits(bench: Benchmark, limit: int | None) -> dict[str, FaceSet]:
     """The evaluated test splits (the built-in ones, then the user's paired folders), each cut to its first
     ``limit`` samples."""
-    out = {}
+    every, out = bench.splits(), {}
     for split in (*EVAL_SPLITS, *bench.paired):
-        faces = bench.splits()[split]
+        faces = every[split]
         out[split] = faces.subset(np.arange(limit)) if limit is not None and len(faces) > limit else faces
     return out
 

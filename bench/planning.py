@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,14 +127,10 @@ class RunConfig:
     allow_partial: bool = False  # CelebA: accept annotation files and images that disagree (bench.data.celeba)
 
     def __post_init__(self) -> None:
-        if isinstance(self.mask_source, str):
-            self.mask_source = [s.strip() for s in self.mask_source.split(",") if s.strip()]
-        if isinstance(self.methods, str):
-            self.methods = [s.strip() for s in self.methods.split(",") if s.strip()]
-        if isinstance(self.id_model, str):
-            self.id_model = [s.strip() for s in self.id_model.split(",") if s.strip()]
-        if isinstance(self.mask_parts, str):
-            self.mask_parts = [s.strip() for s in self.mask_parts.split(",") if s.strip()]
+        for name in NAME_LISTS:  # given as the CLI's comma-separated text
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [part.strip() for part in value.split(",") if part.strip()])
         self.validate()
         if self.image_size is None:
             self.image_size = PROFILES[self.profile].size
@@ -247,11 +243,9 @@ class RunConfig:
         d = asdict(self)
         for key in ("device", "output", "batch_size"):
             d.pop(key)
-        for key in ("allow_partial", "paired_folder", "derive_mask"):  # added later: absent when off, so that
-            if not d[key]:  # the runs made before keep their identity
+        for key in ADDED_LATER:  # absent at their defaults, so that the runs made before keep their identity
+            if d[key] == field_default(key):
                 d.pop(key)
-        if d["mask_parts"] == ["eye_g", "hat"]:
-            d.pop("mask_parts")
         return d
 
     def options_for(self, name: str, declared: set[str]) -> dict[str, str]:
@@ -284,6 +278,16 @@ class RunConfig:
                 hint = get_close_matches(key, sorted(every), n=3)
                 tail = f"did you mean {', '.join(hint)}?" if hint else "see `bench list --options`"
                 raise RunError(f"--opt {k}: no method of this run has an option {key!r}; {tail}")
+
+
+NAME_LISTS = ("methods", "mask_source", "id_model", "mask_parts")  # RunConfig's comma-separated list fields
+ADDED_LATER = ("allow_partial", "mask_parts", "paired_folder", "derive_mask")  # fields newer than runs on disk
+
+
+def field_default(name: str) -> Any:
+    """RunConfig's default for its field ``name`` (the CLI's defaults are these, never restated)."""
+    spec = RunConfig.__dataclass_fields__[name]
+    return spec.default if spec.default_factory is MISSING else spec.default_factory()
 
 
 def _as_paths(value: str | list[str] | None) -> Path | list[Path] | None:

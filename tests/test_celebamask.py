@@ -32,6 +32,14 @@ def _standin(root, size: int = 128, mask_size: int = 64) -> None:
             Image.fromarray(mask).save(folder / f"{i:05d}_{part}.png")
 
 
+def test_the_run_option_defaults_to_the_loaders_parts():
+    from bench.data.celebamask import PARTS
+    from bench.data.resolve import DataConfig
+    from bench.planning import field_default
+
+    assert field_default("mask_parts") == DataConfig("synthetic", 64).mask_parts == list(PARTS) == ["eye_g", "hat"]
+
+
 def test_faces_with_occluder_parts_their_union_as_mask_and_the_parts_as_family(tmp_path):
     _standin(tmp_path)
     faces = load_celebamask(tmp_path, 32)

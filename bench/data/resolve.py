@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.data.celebamask import PARTS
 from bench.data.types import Benchmark, FaceSet, Occluder
 
 
@@ -24,7 +25,7 @@ class DataConfig:
     data_limit: int | None = None  # at most this many images per split
     occluders: Path | None = None  # extra RGBA PNG occluders
     natural_folder: Path | None = None  # the user's own occluded faces, scored as test_natural
-    mask_parts: list[str] = field(default_factory=lambda: ["eye_g", "hat"])  # CelebAMask-HQ's occluder parts
+    mask_parts: list[str] = field(default_factory=lambda: list(PARTS))  # CelebAMask-HQ's occluder parts
     paired_folder: list[Path] = field(default_factory=list)  # the user's paired test sets (bench.data.paired)
     derive_mask: float | None = None  # their masks from |input - gt| where a folder has no mask/
     allow_partial: bool = False  # CelebA: accept annotation files and images that disagree
