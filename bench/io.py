@@ -19,7 +19,8 @@ import numpy as np
 
 from bench.errors import FolderBusy, RunError
 
-RUN_MARKERS = ("manifest.json", "manifest.copy.json")  # a folder holding one of these is a run folder
+MANIFEST, MANIFEST_COPY = "manifest.json", "manifest.copy.json"  # a run folder's manifest and its second copy
+RUN_MARKERS = (MANIFEST, MANIFEST_COPY)  # a folder holding one of these is a run folder
 
 
 def _umask() -> int:

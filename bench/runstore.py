@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.io import atomic_write_bytes, file_sha256, write_json
+from bench.io import MANIFEST, MANIFEST_COPY, atomic_write_bytes, file_sha256, write_json
 
 METRIC_COLUMNS = (
     "psnr",
@@ -68,7 +68,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-MANIFEST_COPY = "manifest.copy.json"
 # The manifest's schema: each field's JSON type where present (``None``: null allowed); the report and the
 # exports read every one of them. Per-label and per-method entries are objects whose "status" is a string.
 MANIFEST_FIELDS: dict[str, tuple[type | None, ...]] = {
@@ -174,7 +173,7 @@ class RunStore:
     # manifest -------------------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
-        return self.root / "manifest.json"
+        return self.root / MANIFEST
 
     def manifest(self, required: tuple[str, ...] = ()) -> dict[str, Any]:
         """The manifest, checked against :data:`MANIFEST_FIELDS` (and holding ``required``). A deleted
