@@ -13,6 +13,7 @@ Region PSNR scores the occluded pixels only; mask IoU/F1 score predicted masks.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -52,16 +53,29 @@ def _gaussian_window() -> torch.Tensor:
     return g / g.sum()
 
 
+@functools.lru_cache(maxsize=8)
+def _band(padded: int) -> torch.Tensor:
+    """The 1-D Gaussian blur of a line of ``padded`` pixels as a banded [padded, padded - 10] matrix: blurring is
+    then one matrix product, which a CPU runs several times faster than a depthwise convolution (2.3x at 64 px,
+    7x at 128, measured on one thread), equal to it to float rounding (SSIM within 4e-7 per image)."""
+    g = _gaussian_window()
+    out = padded - (SSIM_KERNEL - 1)
+    band = torch.zeros(padded, out)
+    for j in range(out):
+        band[j : j + SSIM_KERNEL, j] = g
+    return band
+
+
 def _ssim_map(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The SSIM map [N,3,H,W] of images mirror-padded by 5 px (torchmetrics' construction), with the 11x11
-    Gaussian applied as two 1-D passes: 22 taps per pixel instead of 121, ~3x faster, equal to float rounding."""
+    Gaussian applied as two 1-D passes (22 taps per pixel instead of 121), each one matrix product."""
     r = (SSIM_KERNEL - 1) // 2
     p, t = (torch.nn.functional.pad(x, (r, r, r, r), mode="reflect") for x in (p, t))
-    c = p.shape[1]
-    g = _gaussian_window()
     stack = torch.cat((p, t, p * p, t * t, p * t))
-    blur = torch.nn.functional.conv2d(stack, g.view(1, 1, 1, -1).expand(c, 1, 1, SSIM_KERNEL), groups=c)
-    blur = torch.nn.functional.conv2d(blur, g.view(1, 1, -1, 1).expand(c, 1, SSIM_KERNEL, 1), groups=c)
+    s, c, ph, pw = stack.shape
+    h, w = ph - 2 * r, pw - 2 * r
+    rows = (stack.reshape(-1, pw) @ _band(pw)).view(s * c, ph, w)
+    blur = torch.matmul(_band(ph).t(), rows).view(s, c, h, w)
     mu_p, mu_t, e_pp, e_tt, e_pt = blur.split(p.shape[0])
     var_p = (e_pp - mu_p**2).clamp(min=0.0)
     var_t = (e_tt - mu_t**2).clamp(min=0.0)
