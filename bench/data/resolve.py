@@ -28,6 +28,7 @@ class DataConfig:
     mask_parts: list[str] = field(default_factory=lambda: list(PARTS))  # CelebAMask-HQ's occluder parts
     paired_folder: list[Path] = field(default_factory=list)  # the user's paired test sets (bench.data.paired)
     derive_mask: float | None = None  # their masks from |input - gt| where a folder has no mask/
+    align: str = "none"  # how the user's folders become faces: the fixed crop or dlib (bench.data.align)
     allow_partial: bool = False  # CelebA: accept annotation files and images that disagree
     cache: Path = Path("results/cache/data")  # where decoded datasets are memory-mapped
 
@@ -37,7 +38,8 @@ class ResolvedData:
     bench: Benchmark
     occluder: Occluder  # what paired training draws its occlusions from
     natural: FaceSet | None  # the user's natural faces, read first (a bad file fails before the data is built)
-    paired: dict[str, tuple[FaceSet, dict[str, str]]] = field(default_factory=dict)  # split -> faces, facts
+    paired: dict[str, tuple[FaceSet, dict[str, Any]]] = field(default_factory=dict)  # split -> faces, facts
+    natural_facts: dict[str, Any] = field(default_factory=dict)  # the natural folder's alignment, skipped files
 
 
 def resolve_data(cfg: DataConfig) -> ResolvedData:
@@ -47,20 +49,20 @@ def resolve_data(cfg: DataConfig) -> ResolvedData:
     from bench.data.embedded import default_occluder
 
     occluder = default_occluder(cfg.image_size, user_dir=cfg.occluders)
-    natural = None
+    natural, natural_facts = None, {}
     if cfg.natural_folder is not None:
-        from bench.data.folder import load_folder
+        from bench.data.folder import read_folder
 
-        natural = load_folder(cfg.natural_folder, size=cfg.image_size, mask_parts=cfg.mask_parts)
+        natural, natural_facts = read_folder(cfg.natural_folder, cfg.image_size, cfg.mask_parts, cfg.align)
     paired = {}
     if cfg.paired_folder:
         from bench.data.paired import load_paired, split_name
 
-        paired = {split_name(f): load_paired(f, cfg.image_size, cfg.derive_mask) for f in cfg.paired_folder}
+        paired = {split_name(f): load_paired(f, cfg.image_size, cfg.derive_mask, cfg.align) for f in cfg.paired_folder}
     key, build = _loader(cfg, occluder)
     bench, hit = cached_benchmark(cfg.cache, key, build)
     bench.info = {**bench.info, "cache": "loaded (memory-mapped)" if hit else "built and stored"}
-    return ResolvedData(bench, occluder, natural, paired)
+    return ResolvedData(bench, occluder, natural, paired, natural_facts)
 
 
 def _loader(cfg: DataConfig, occluder: Occluder) -> tuple[dict[str, Any], Any]:
@@ -114,7 +116,15 @@ def with_user_sets(bench: Benchmark, data: ResolvedData, natural_folder: Path | 
     for name, (faces, facts) in data.paired.items():
         bench.paired[name] = faces
         bench.info.setdefault("paired", {})[name] = facts
+    if data.natural is not None and data.natural_facts:
+        bench.info["test_natural_facts"] = data.natural_facts
     return with_natural(bench, data.natural, natural_folder)
+
+
+def data_notes(bench: Benchmark) -> list[str]:
+    """The one-line notes the user's folders left (files skipped as not images), for the terminal."""
+    facts = [bench.info.get("test_natural_facts") or {}, *(bench.info.get("paired") or {}).values()]
+    return [f["skipped"] for f in facts if f.get("skipped")]
 
 
 def with_natural(bench: Benchmark, natural: FaceSet | None, folder: Path | None) -> Benchmark:
