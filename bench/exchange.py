@@ -224,7 +224,13 @@ def _score(store, label, splits, restored, masks, digest, config, folder) -> Non
     model = f"{EXTERNAL}: sha256 {digest}"
     store.claim_label(label, model)  # rows of an earlier import with other files are removed first
     store.set_status("methods", label, status="importing", spec=spec.facts())
-    evaluator = Evaluator(store, seed=config.seed, mask_threshold=config.mask_threshold, batch_size=config.batch_size)
+    from bench import measures as image_measures
+
+    image_measures.check(config.weights_dir, config.inception_weights)  # the run's LPIPS/FID files, scored the same
+    measures = image_measures.build(config.weights_dir, config.inception_weights, config.image_size, "cpu")
+    evaluator = Evaluator(
+        store, seed=config.seed, mask_threshold=config.mask_threshold, batch_size=config.batch_size, measures=measures
+    )
     for split, faces in splits.items():
         done = store.done_ids(label, split)
         todo = np.array([i for i, sample in enumerate(faces.ids) if sample not in done], dtype=np.int64)
@@ -233,6 +239,7 @@ def _score(store, label, splits, restored, masks, digest, config, folder) -> Non
             mask = masks[split][idx] if masks[split] is not None else None
             evaluator.store_restorations(job, split, faces, idx, restored[split][idx], mask)
     evaluator.flush()
+    image_measures.score_sets(measures, store, [label])  # FID/KID of the imported restorations
     store.set_status("training", label, trained="external", model=model)
     store.set_status(
         "methods", label, status="evaluated", external={"folder": str(folder.resolve()), "sha256": digest, "at": now()}

@@ -40,6 +40,9 @@ METRIC_COLUMNS = (
     "ssim",
     "ssim_padded",
     "region_psnr",
+    "lpips",  # bench.measures: per-image LPIPS-VGG, LPIPS-Alex, landmark distance, where their files were found
+    "lpips_alex",
+    "lmd",
     "mask_iou",
     "mask_f1",
     "occluded_fraction",

@@ -16,7 +16,9 @@ from bench.io import atomic_write_bytes, write_json
 from bench.runstore import RunStore, write_summary
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
-SCHEMA_VERSION = 1
+SET_KEYS = ("fid", "kid_mean", "kid_std", "n", "n_reference", "kid_subset_size", "kid_subsets")
+SET_KEYS += ("reference", "not_computed")
+SCHEMA_VERSION = 2  # 2: measures (LPIPS, FID/KID, LMD), per-split set scores, identification.json v3
 _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
@@ -30,9 +32,12 @@ def latex_escape(text: str) -> str:
 
 
 def _best(t: dict[str, Any]) -> list[float | None]:
-    """The best (highest) mean of each column: every metric of Tables III/IV is higher-is-better."""
+    """The best mean of each column: the highest, the lowest for distances (LPIPS, LMD, FID, KID)."""
+    from bench.measures import LOWER_IS_BETTER
+
     means = [[r["values"][i][0] for r in t["rows"] if r["values"][i][0] is not None] for i in range(len(t["headers"]))]
-    return [max(m) if m else None for m in means]
+    pick = [min if c in LOWER_IS_BETTER else max for c, _, _ in t["columns"]]
+    return [best(m) if m else None for best, m in zip(pick, means, strict=True)]
 
 
 def _layout(t: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
@@ -45,8 +50,7 @@ def _layout(t: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]
     rows = []
     for r in t["rows"]:
         cells = [(r["label"] + (" (input)" if r["input"] else ""), False), (r["mask"], False)]
-        for (mean, std), (_, _, digits), top in zip(r["values"], columns, best, strict=True):
-            text = "–" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+        for (mean, _), text, top in zip(r["values"], r["cells"], best, strict=True):  # FID/KID cells state their N
             cells.append((text, mean is not None and mean == top))
         cells += [(r["groups"].get(m, "") or "–", False) for m in t["grouped"]]
         if paper:
@@ -64,7 +68,8 @@ def latex(t: dict[str, Any], caption: str, key: str) -> str:
     def cell(text: str, best: bool) -> str:
         if "±" in text:
             mean, std = text.split(" ± ")
-            text = f"${mean} \\pm {std}$"
+            std, n = std.split(" ", 1) if " " in std else (std, "")  # KID's "(N=...)"
+            text = f"${mean} \\pm {std}$" + (f" {latex_escape(n)}" if n else "")
         else:
             text = "--" if text == "–" else latex_escape(text)
         return f"\\textbf{{{text}}}" if best else text
@@ -217,6 +222,12 @@ def results(ctx: dict[str, Any]) -> dict[str, Any]:
     """The run as one JSON document (see ``results.schema.json``)."""
     manifest = ctx["manifest"]
     methods = _methods(manifest, ctx["summary"])
+    for label, per in ctx.get("sets", {}).items():  # FID/KID: one value per label and split, with its N
+        for split, scores in per.items():
+            entry = methods.get(label, {}).get("splits", {}).get(split)
+            if entry is not None:
+                kept = {k: v for k, v in scores.items() if k in SET_KEYS}
+                entry["sets"] = {k: v if isinstance(v, (int, str)) else _num(v) for k, v in kept.items()}
     for split, per in ctx["compared"].items():
         for metric, c in per.items():
             for label, letters in c["letters"].items():
@@ -234,6 +245,7 @@ def results(ctx: dict[str, Any]) -> dict[str, Any]:
         "git": manifest.get("git"),
         "device": manifest.get("device"),
         "metric_conventions": manifest.get("metrics", {}),
+        "measures": manifest.get("measures", {}),
         "data": {"name": data.get("name"), "fingerprint": data.get("fingerprint"), "splits": data.get("splits", {})},
         "reference": ctx["reference"],
         "methods": methods,

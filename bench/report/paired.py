@@ -1,7 +1,8 @@
 """Paired comparisons of one run's labels per split: differences, significance groups and mean ranks.
 
 Splits with a ground truth (synthetic paired and, where known, natural occlusions) are compared on PSNR and
-SSIM; all pairs of a (split, metric) are one Holm family. See :mod:`bench.stats` for the tests.
+SSIM, and on LPIPS and LMD where the run computed them (lower is better for those); all pairs of a (split, metric)
+are one Holm family. See :mod:`bench.stats` for the tests.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from bench import stats
 
 SPLITS = ("test_paired", "test_natural")
 METRICS = {"psnr": ("PSNR", 2), "ssim": ("SSIM", 3)}  # name, digits shown
+# bench.measures' per-image columns, where a run computed them; lower is better for each
+METRICS |= {"lpips": ("LPIPS-VGG", 3), "lpips_alex": ("LPIPS-Alex", 3), "lmd": ("LMD (px)", 2)}
+LOWER_IS_BETTER = frozenset({"lpips", "lpips_alex", "lmd"})
 
 
 def _scores(df, split: str, metric: str) -> dict[str, np.ndarray]:
-    """Per label, ``metric`` on the split's samples (NaN where a label has no row), best mean first."""
+    """Per label, ``metric`` on the split's samples (NaN where a label has no row), best mean first (the lowest for
+    LPIPS and LMD)."""
     part = df[(df["split"] == split)] if metric in df else df.iloc[0:0]
     if part.empty:
         return {}
     wide = part.pivot_table(index="sample", columns="label", values=metric, aggfunc="first", dropna=False)
     means = {label: wide[label][np.isfinite(wide[label])].mean() for label in wide.columns}
     labels = [label for label in wide.columns if np.isfinite(means[label])]
-    labels.sort(key=lambda label: (-means[label], label))
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    labels.sort(key=lambda label: (sign * means[label], label))
     return {label: wide[label].to_numpy(dtype=np.float64) for label in labels}
 
 
@@ -40,7 +46,7 @@ def compare(df, split: str, metric: str) -> dict[str, Any] | None:
         "labels": list(scores),
         "pairs": pairs,
         "letters": stats.compact_letters(list(scores), different),
-        "ranks": stats.mean_ranks(scores),
+        "ranks": stats.mean_ranks(scores, higher_is_better=metric not in LOWER_IS_BETTER),
         "n_complete": int(complete.sum()),
     }
 
@@ -63,7 +69,7 @@ def _signed(value: float, digits: int) -> str:
 
 
 def pair_rows(per_metric: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One display row per pair of labels, PSNR and SSIM side by side (the pair order of the PSNR ranking)."""
+    """One display row per pair of labels, each metric side by side (the pair order of the PSNR ranking)."""
     order = next(iter(per_metric.values()))["labels"]
     rank = {label: k for k, label in enumerate(order)}
     by_pair: dict[tuple[str, str], dict[str, Any]] = {}
