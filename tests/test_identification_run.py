@@ -98,10 +98,10 @@ def test_missing_extra_and_unknown_recognizer_are_one_line_with_the_fix(monkeypa
 
 def test_bad_id_model_on_the_command_line_is_one_error_line_and_no_run_folder(tmp_path):
     out = tmp_path / "results"
-    args = ["run", "--methods", "identity", "--identification", "--id-model", "lightcnn9,arcfce", "--output", str(out)]
+    args = ["run", "--methods", "identity", "--identification", "--id-model", "lightcnn9,facenet", "--output", str(out)]
     done = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        "error: --id-model unknown recognizer 'arcfce'; available: dlib, lightcnn9"
+        "error: --id-model unknown recognizer 'facenet'; available: arcface, arcface_r100, arcface_r50, dlib, lightcnn9"
     ]
     assert not (out / "runs").exists()
 
@@ -109,26 +109,26 @@ def test_bad_id_model_on_the_command_line_is_one_error_line_and_no_run_folder(tm
 def test_a_third_party_recognizer_registers_through_the_second_hook(tmp_path):
     from bench import hookimpl
 
-    weights = tmp_path / "arcface.pt"
+    weights = tmp_path / "myface.pt"
     weights.write_bytes(b"local weights")
 
-    class ArcFacePlugin:
+    class MyFacePlugin:
         @hookimpl
         def register_recognizers(self, register):
-            register(RecognizerSpec("arcface", "my_pkg:ArcFace", "an ArcFace from a local file", weights="required"))
+            register(RecognizerSpec("myface", "my_pkg:MyFace", "a recognizer from a local file", weights="required"))
 
     plugins.reset()
     pm = plugins.get_manager()
-    pm.register(ArcFacePlugin(), name="arcface-plugin")
+    pm.register(MyFacePlugin(), name="myface-plugin")
     try:
         registry = plugins.registry()
-        spec = registry.get("arcface", "recognizer")
-        assert spec.plugin == "arcface-plugin" and "dlib" in registry.recognizers
+        spec = registry.get("myface", "recognizer")
+        assert spec.plugin == "myface-plugin" and "dlib" in registry.recognizers
         with pytest.raises(RunError, match="needs a weights file; give it with --id-weights"):
-            check_recognizers(RunConfig(methods=["identity"], id_model="arcface"), registry)
-        check_recognizers(RunConfig(methods=["identity"], id_model="arcface", id_weights=weights), registry)
+            check_recognizers(RunConfig(methods=["identity"], id_model="myface"), registry)
+        check_recognizers(RunConfig(methods=["identity"], id_model="myface", id_weights=weights), registry)
     finally:
-        pm.unregister(name="arcface-plugin")
+        pm.unregister(name="myface-plugin")
         plugins.reset()
 
 
@@ -167,7 +167,7 @@ def test_quick_profile_runs_the_protocol_end_to_end_and_reuses_the_trained_recog
     assert rows["a", "synthetic", "identity"]["rank1"] == paired["rank1"]
     assert (stores[0].root / "identification" / "gallery").is_dir()
     lines = (stores[0].root / "identification" / "similarity.csv").read_text().splitlines()
-    assert lines[0] == "recognizer,variant,label,sample,cosine" and len(lines) == 1 + 6 * 6  # (a: 2, b: 1) x 2 sets
+    assert lines[0] == "recognizer,variant,label,sample,cosine,degrees" and len(lines) == 1 + 6 * 6  # (a: 2, b: 1) x 2
 
 
 @pytest.mark.slow

@@ -9,8 +9,10 @@ restoration. Per recognizer:
   and (b) per label on the training faces as that label restores them (each clean training face occluded once,
   seeded, then restored under the label's mask protocol), scoring that label's probes. Trained recognizers are
   cached under ``<output>/checkpoints/id-<name>/<key>/`` with a key describing what they were trained on.
-On the paired set every probe embedding is also compared with its own clean ground truth's (cosine similarity),
-per image in ``identification/similarity.csv``.
+On the paired set every probe embedding is also compared with its own clean ground truth's (cosine similarity and
+the angle in degrees, "Deg."), per image in ``identification/similarity.csv``. Every probe set is also verified
+(TAR at FAR 1e-2 and 1e-3 and the ROC over all probe x gallery pairs, ``verification``) and its embeddings set
+against a clean reference by the Fréchet distance in the recognizer's space (``frechet``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.markup import escape
 
 from bench.data.types import FaceSet
 from bench.errors import CheckpointError
-from bench.identification import protocol
+from bench.identification import frechet, protocol, verification
 from bench.identification.recognizer import Recognizer, RecognizerContext, RecognizerSpec
 from bench.options import for_profile
 
@@ -35,6 +37,13 @@ MAX_RANK = 5
 EXAMPLES = 4  # Fig. 13 triplets in the report
 INPUT = "occluded input"
 CLEAN = "clean"
+VERSION = 3  # identification.json: 3 added the angle, verification and the Fréchet distance per row
+CONVENTIONS = {
+    "id_similarity": "cosine of each probe's embedding with its clean ground truth's (paired set), mean over images",
+    "id_angle": "degrees(arccos(cosine)) per image, mean over images ('Deg.'; no image left out)",
+    "id_verification": verification.CONVENTION,
+    "id_frechet": frechet.CONVENTION,
+}
 
 
 def probe_sets(store, splits: dict[str, FaceSet], labels: list[str], gallery: protocol.Gallery) -> dict[str, Any]:
@@ -137,10 +146,18 @@ class Identification:
             for sid, person in zip(faces.ids, faces.identities, strict=True):
                 if len(examples) < EXAMPLES and all(e["identity"] != int(person) for e in examples):
                     examples.append({"sample": sid, "identity": int(person), "gallery": enrolled[person]})
+        manifest = self.store.manifest()
+        conventions = CONVENTIONS | {
+            f"id_model {m['recognizer']} ({m['variant']}{', ' + m['label'] if m.get('label') else ''})": m["model"]
+            + (f" (sha256 {m['weights']['sha256']})" if m.get("weights") else "")
+            for m in models
+        }
+        self.store.update_manifest(metrics={**manifest.get("metrics", {}), **conventions})
         write_json(
             self.store.root / "identification.json",
             {
-                "version": 2,
+                "version": VERSION,
+                "conventions": CONVENTIONS,
                 "max_rank": MAX_RANK,
                 "gallery": {
                     "split": "test_clean (all of it, --limit cuts probes only)",
@@ -162,7 +179,7 @@ class Identification:
         )
         text = io.StringIO()  # the csv module: a sample id may hold a comma or a quote
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["recognizer", "variant", "label", "sample", "cosine"])
+        writer.writerow(["recognizer", "variant", "label", "sample", "cosine", "degrees"])
         writer.writerows(self.similarity_rows)
         atomic_write_bytes(self.store.root / "identification" / "similarity.csv", text.getvalue().encode())
         return failed
@@ -173,6 +190,12 @@ class Identification:
         recognizer = spec.load()(self.context(spec))
         if not recognizer.trainable:
             record = {"recognizer": name, "variant": "pretrained", "model": recognizer.describe()}
+            if recognizer.ctx.weights is not None:  # which file produced the numbers: the question users ask first
+                from bench.io import file_sha256
+
+                weights = recognizer.ctx.weights
+                record["weights"] = {"path": str(weights), "bytes": weights.stat().st_size}
+                record["weights"]["sha256"] = file_sha256(weights)
             return self.score(name, "pretrained", recognizer, None), [record]
         models = [self.train(spec, recognizer, "a", None)]
         rows = self.score(name, "a", recognizer, None)
@@ -201,7 +224,12 @@ class Identification:
                 )
             return feats
 
-        gallery_feats = embed(self.gallery_faces.images[self.gallery.index], "the gallery")
+        clean_feats = None  # the natural set's Fréchet reference: every clean test face (the gallery's set)
+        if "natural" in self.sets:
+            clean_feats = embed(self.gallery_faces.images, "the gallery")  # its clean test faces, all of them
+            gallery_feats = clean_feats[self.gallery.index]
+        else:
+            gallery_feats = embed(self.gallery_faces.images[self.gallery.index], "the gallery")
         rows = []
         for set_name, s in self.sets.items():
             faces, images = s["faces"], s["images"]
@@ -212,15 +240,36 @@ class Identification:
                 feats = reference if probes == CLEAN else embed(pixels, f"the {set_name} probes of {probes}")
                 row = {"recognizer": name, "variant": variant, "set": set_name, "probes": probes}
                 row |= protocol.score(feats, faces.identities, gallery_feats, self.gallery, MAX_RANK, self.config.seed)
+                row["verification"] = verification.verify(
+                    feats, faces.identities, gallery_feats, self.gallery.identities
+                )
                 if reference is not None and probes != CLEAN:
                     sim = protocol.similarity(feats, reference, faces.identities, self.config.seed)
-                    values = sim.pop("values")
+                    values, degrees = sim.pop("values"), sim.pop("degrees")
+                    row["angle"] = sim.pop("angle") | {"n": sim["n"]}
                     row["similarity"] = sim
                     self.similarity_rows += [
-                        [name, variant, probes, sid, f"{v:.5f}"] for sid, v in zip(faces.ids, values, strict=True)
+                        [name, variant, probes, sid, f"{v:.5f}", f"{d:.3f}"]
+                        for sid, v, d in zip(faces.ids, values, degrees, strict=True)
                     ]
+                against = reference if reference is not None else clean_feats
+                if probes != CLEAN and against is not None:
+                    row["frechet"] = self.frechet(feats, against, set_name)
                 rows.append(row)
         return rows
+
+    @staticmethod
+    def frechet(feats: np.ndarray, reference: np.ndarray, set_name: str) -> dict[str, Any]:
+        """The Fréchet distance of a probe set's embeddings to its reference's, with both N and the dimension."""
+        against = "clean ground truth of the same faces" if set_name == "synthetic" else "clean test faces"
+        out: dict[str, Any] = {"value": None, "n": len(feats), "reference_n": len(reference), "reference": against}
+        out["dim"] = int(feats.shape[1])
+        if len(feats) < 2 or len(reference) < 2:
+            return out | {"note": "fewer than 2 faces"}
+        try:
+            return out | {"value": frechet.frechet_distance(feats, reference)}
+        except ImportError as exc:  # torch-fidelity computes it (bench.measures.fid): not a reason to lose the ranks
+            return out | {"note": f"not computed ({exc.name} is not installed)"}
 
     def train(self, spec: RecognizerSpec, recognizer: Recognizer, variant: str, job) -> dict[str, Any]:
         """Train ``recognizer`` for Fig. 12's variant through the harness loop, or load it from the checkpoint
