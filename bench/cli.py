@@ -237,7 +237,7 @@ def run(
         "Masks for methods that need one, comma-separated: gt (the oracle) and/or methods that predict a "
         "mask (oagan: the paper's Fig. 10).",
     ),
-    mask_threshold: float = _opt("mask_threshold", METHODS, "Binarization threshold of predicted masks."),
+    mask_threshold: float = _opt("mask_threshold", METHODS, "Threshold of predicted masks."),
     opt: list[str] = typer.Option(
         [],
         "--opt",
@@ -248,14 +248,19 @@ def run(
     dataset: str = _opt("dataset", DATA, "synthetic (embedded) or a CelebA folder (official layout)."),
     image_size: int | None = _opt("image_size", DATA, "Image size in px (default: the profile's)."),
     data_limit: int | None = _opt("data_limit", DATA, "At most this many images per split."),
-    limit: int | None = _opt("limit", DATA, "Score at most this many samples per test split."),
+    limit: int | None = _opt("limit", DATA, "At most this many samples per test split."),
     occluders: Path | None = _opt("occluders", DATA, "Folder of extra RGBA PNG occluders."),
-    natural_folder: Path | None = _opt("natural_folder", DATA, "Your own occluded faces (scored as test_natural)."),
+    natural_folder: Path | None = _opt("natural_folder", DATA, "Your occluded faces (test_natural)."),
     mask_parts: str = _opt("mask_parts", DATA, "CelebAMask-HQ natural folder: its occluder parts, comma-separated."),
     paired_folder: list[Path] = _opt(
         "paired_folder", DATA, "Your own paired test set (input/, gt/, mask/ optional); repeatable."
     ),
     derive_mask: float | None = _opt("derive_mask", DATA, "Masks of paired folders without mask/: |input-gt| > T."),
+    align: str = _opt(
+        "align",
+        DATA,
+        "Your folders' faces: none (centre square) or dlib (face extra).",
+    ),
     allow_partial: bool = _opt(
         "allow_partial",
         DATA,
@@ -267,8 +272,9 @@ def run(
         "profile", TRAINING, "quick (CPU, 64 px, minutes), standard (CPU, 64 px, ~25 min a method) or paper (128 px)."
     ),
     steps: int | None = _opt("steps", TRAINING, "Training steps per method (default: its profile's)."),
-    time_budget: float | None = _opt("time_budget", TRAINING, "Wall-clock cap on each method's training (s)."),
+    time_budget: float | None = _opt("time_budget", TRAINING, "Training time cap per method (s)."),
     weights_dir: Path | None = _opt("weights_dir", TRAINING, "Folder of local pretrained files (vgg16.pth)."),
+    inception_weights: Path | None = _opt("inception_weights", TRAINING, "Inception file for FID/KID."),
     identification: bool = _opt(
         "identification", IDENTIFICATION, "Also score rank-1..5 face identification.", "--identification"
     ),
@@ -282,10 +288,10 @@ def run(
     device: str = _opt("device", SPEED, "auto, cpu or cuda."),
     batch_size: int = _opt("batch_size", SPEED, "Evaluation batch size."),
     precision: str = _opt("precision", SPEED, "fp32, or bf16 autocast (GPU)."),
-    channels_last: bool = _opt(
-        "channels_last", SPEED, "Channels-last networks (training and inference).", "--channels-last"
+    no_channels_last: bool = typer.Option(  # RunConfig.channels_last, on by default: this flag turns it off
+        False, "--no-channels-last", help="Contiguous (NCHW) networks.", rich_help_panel=SPEED
     ),
-    compile: bool = _opt("compile", SPEED, "torch.compile networks for inference (pays on long runs).", "--compile"),
+    compile: bool = _opt("compile", SPEED, "torch.compile for inference (long runs).", "--compile"),
     output: Path = _opt("output", OUTPUT, "Output root (runs/, checkpoints/, cache/)."),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Print only the report's path (stdout).", rich_help_panel=OUTPUT
@@ -301,6 +307,7 @@ def run(
 
     console = Console(stderr=True, quiet=quiet or as_json, soft_wrap=True)
     fields = {name: value for name, value in command.params.items() if name in RunConfig.__dataclass_fields__}
+    fields["channels_last"] = not no_channels_last
     try:
         config = RunConfig(**fields, options=_parse_options(opt))
         registry = plugins.registry()
@@ -488,10 +495,13 @@ def perf(
     profile: str = typer.Option("quick", help="Method widths and iteration counts: quick, standard or paper."),
     output: Path | None = typer.Option(None, help="Also write the table as JSON here."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 autocast; against eager fp32 when not the default."),
-    channels_last: bool = typer.Option(False, help="Channels-last networks; timed against eager fp32."),
+    channels_last: bool = typer.Option(True, help="Channels-last networks (the run default); timed against eager."),
     compile: bool = typer.Option(False, help="torch.compile for inference; timed against eager fp32."),
+    weights_dir: Path | None = typer.Option(None, help="Also time LPIPS on its files here (docs/measures.md)."),
+    inception_weights: Path | None = typer.Option(None, help="Also time FID/KID's Inception features on this file."),
 ) -> None:
-    """Measure images/s (inference and training step), harness overhead and peak memory per method."""
+    """Measure images/s (inference and training step), harness overhead and peak memory per method, and the cost per
+    image of each measure whose weights are given (LPIPS, FID/KID, LMD)."""
     from bench.acceleration import Acceleration
     from bench.perf import run_perf
 
@@ -509,6 +519,8 @@ def perf(
             output=output,
             profile=profile,
             accel=Acceleration(precision, channels_last, compile),
+            weights_dir=weights_dir,
+            inception_weights=inception_weights,
         )
     except (BenchError, ValueError) as exc:
         _fail(str(exc))

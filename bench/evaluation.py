@@ -147,9 +147,11 @@ class Evaluator:
         rank: int = 0,
         world: int = 1,
         precision: str = "fp32",
+        measures=None,  # bench.measures.Measures: per-image LPIPS/LMD columns, scored with the metrics
     ):
         self.store = store
         self.precision = precision
+        self.measures = measures
         self.seed = seed
         self.mask_threshold = mask_threshold
         self.batch_size = batch_size
@@ -275,6 +277,8 @@ class Evaluator:
         scores: dict[str, np.ndarray] = {}
         if target is not None:
             scores.update(metrics.image_scores(pred, target, true_mask))
+            if self.measures is not None:
+                scores.update(self.measures.scores(pred, target))
         if pred_mask is not None and true_mask is not None:
             scores.update(metrics.mask_scores(pred_mask, true_mask, self.mask_threshold))
         rows = []

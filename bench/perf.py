@@ -133,6 +133,10 @@ def measure(
     if method.trainable:  # a fresh instance: compiled forwards cannot take a gradient penalty's double backward
         trainer = _build(spec, size, profile, device, bench.attribute_names)
         row |= _train_step_speed(trainer, bench, size, device, repeats, accel)
+        if accel.training_key() != Acceleration().training_key():  # the same step on the eager float32 path
+            eager = _build(spec, size, profile, device, bench.attribute_names)
+            seconds = _train_step_speed(eager, bench, size, device, repeats, Acceleration())["train_step_s"]
+            row["train_speedup_over_eager"] = round(seconds / row["train_step_s"], 3)
     return row | _peak_memory(device)
 
 
@@ -265,6 +269,7 @@ PERF_COLUMNS = (  # (row key, header with unit, priority: the lowest is dropped 
     ("size", "size px", 8),
     ("train_step_s", "train step s", 4),
     ("train_images_per_s", "train img/s", 5),
+    ("train_speedup_over_eager", "train x eager", 4),
     ("infer_images_per_s", "restore img/s", 7),
     ("harness_images_per_s", "harness img/s", 6),
     ("harness_overhead_ms_per_image", "harness +ms/img", 3),
@@ -291,6 +296,32 @@ def print_perf_table(console, title: str, rows: list[dict[str, Any]]) -> None:
             console.print(f"{r['method']} at {r['size']} px failed: {r['error']}", highlight=False, markup=False)
 
 
+# -- bench.measures: each measure's cost per image (LPIPS, FID/KID features, LMD), where its files are given --------
+def measure_costs(
+    weights_dir: Path | None, inception_weights: Path | None, sizes: list[int], batch_size: int, device, repeats: int
+) -> list[dict[str, Any]]:
+    """Milliseconds per image of every measure whose file is found (:func:`bench.measures.timing`), per size; none
+    without files. The same files as ``bench run`` takes, checked the same way."""
+    from bench import measures
+
+    measures.check(weights_dir, inception_weights)
+    rows = []
+    for size in sizes:
+        built = measures.build(weights_dir, inception_weights, size, device)
+        for name, seconds in measures.timing(built, device, batch_size, repeats).items():
+            rows.append({"measure": name, "size": size, "batch": batch_size, "ms_per_image": round(1000 * seconds, 2)})
+    return rows
+
+
+def print_measure_costs(console, rows: list[dict[str, Any]]) -> None:
+    from bench.report.terminal import Column, print_table
+
+    columns = [Column("measure", 3, right=False), Column("size", 3), Column("ms / image", 3)]
+    cells = [[r["measure"], str(r["size"]), str(r["ms_per_image"])] for r in rows]
+    print_table(console, "measures: cost per image (batched, on the device)", columns, cells)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 def run_perf(
     methods: list[str],
     sizes: list[int],
@@ -300,6 +331,8 @@ def run_perf(
     output: Path | None = None,
     profile: str = "quick",
     accel=None,
+    weights_dir: Path | None = None,
+    inception_weights: Path | None = None,
 ) -> list[dict[str, Any]]:
     import torch
     from rich.console import Console
@@ -343,7 +376,11 @@ def run_perf(
     if accel is not None and accel != Acceleration():
         title += ", " + ", ".join(f"{k}={v}" for k, v in accel.record().items())
     print_perf_table(console, title, rows)
+    costs = measure_costs(weights_dir, inception_weights, sizes, batch_size, dev, repeats)  # bench.measures
+    if costs:
+        print_measure_costs(console, costs)
     if output is not None:
         peak = {str(size): round(flops / 1e9, 2) for size, flops in peaks.items()}
-        atomic_write_bytes(output, (json.dumps({"conv_peak_gflops": peak, "rows": rows}, indent=2) + "\n").encode())
+        out = {"conv_peak_gflops": peak, "rows": rows, "measures": costs}
+        atomic_write_bytes(output, (json.dumps(out, indent=2) + "\n").encode())
     return rows

@@ -109,6 +109,7 @@ class RunConfig:
     time_budget: float | None = None
     options: dict[str, str] = field(default_factory=dict)  # "key" for all methods, "method.key" for one
     weights_dir: Path | None = None
+    inception_weights: Path | None = None  # FID/KID's Inception file (bench.measures), else found in weights_dir
     limit: int | None = None
     occluders: Path | None = None
     batch_size: int = 16
@@ -117,12 +118,15 @@ class RunConfig:
     mask_parts: list[str] = field(default_factory=lambda: ["eye_g", "hat"])  # its occluders, if CelebAMask-HQ
     paired_folder: list[Path] = field(default_factory=list)  # a user's paired test sets (bench.data.paired)
     derive_mask: float | None = None  # their true masks from |input - gt| > this where no mask/ is given
+    align: str = "none"  # how user folders become faces: "none" (the fixed crop) or "dlib" (bench.data.align)
     identification: bool = False  # the Fig. 12 protocol (trains a LightCNN-9 unless id_weights is given)
     id_weights: Path | None = None
     id_steps: int | None = None
     id_model: list[str] = field(default_factory=lambda: ["lightcnn9"])  # recognizers (plugins) for identification
     precision: str = "fp32"  # fp32 or bf16 autocast (bench.acceleration)
-    channels_last: bool = False  # networks in channels-last memory format
+    # networks in channels-last memory format: on by default, 1.10x (oagan) and 1.15x (pconv) per training step at
+    # the quick profile on a 2-core CPU (docs/speed.md); other kernels, other rounding, so it keys the checkpoints
+    channels_last: bool = True
     compile: bool = False  # torch.compile the networks for inference
     allow_partial: bool = False  # CelebA: accept annotation files and images that disagree (bench.data.celeba)
 
@@ -164,6 +168,7 @@ class RunConfig:
                 " (drop it for no cap)"
             )
         _existing("--weights-dir", self.weights_dir, "folder")
+        _existing("--inception-weights", self.inception_weights, "file")
         _existing("--occluders", self.occluders, "folder")
         _existing("--natural-folder", self.natural_folder, "folder")
         self._check_paired()
@@ -225,6 +230,14 @@ class RunConfig:
             raise RunError(
                 f"--derive-mask is a difference in [0, 1] and must be strictly inside it, got {self.derive_mask}"
             )
+        from bench.data.align import check_align
+
+        if self.align != "none" and not (self.paired_folder or self.natural_folder):
+            raise RunError(
+                f"--align {self.align} aligns your folders' faces and needs --paired-folder or --natural-folder; "
+                "add one or drop --align"
+            )
+        check_align(self.align)
 
     def acceleration(self):
         from bench.acceleration import Acceleration
@@ -281,7 +294,8 @@ class RunConfig:
 
 
 NAME_LISTS = ("methods", "mask_source", "id_model", "mask_parts")  # RunConfig's comma-separated list fields
-ADDED_LATER = ("allow_partial", "mask_parts", "paired_folder", "derive_mask")  # fields newer than runs on disk
+# fields newer than runs on disk
+ADDED_LATER = ("allow_partial", "mask_parts", "paired_folder", "derive_mask", "align", "inception_weights")
 
 
 def field_default(name: str) -> Any:
@@ -394,6 +408,9 @@ def plan_run(
         if config.identification:
             check_recognizers(config, registry)
         check_vgg_weights_variable()
+        from bench.measures import check as check_measure_files
+
+        check_measure_files(config.weights_dir, config.inception_weights)  # LPIPS, FID/KID: each file fits its net
     return Plan(specs, jobs, registry)
 
 

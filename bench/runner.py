@@ -25,6 +25,8 @@ from bench.data.types import Benchmark, Occluder
 from bench.errors import CheckpointError, FolderBusy, RunError
 from bench.evaluation import EVAL_SPLITS, Evaluator, limit_splits, store_inputs
 from bench.io import FolderLock, config_hash
+from bench.measures import build as build_measures
+from bench.measures import measures_line, score_sets
 from bench.method import Method
 from bench.planning import Plan, Planned, RunConfig, plan_run, resolve_methods
 from bench.progress import evaluation_progress, reported_fit, trained_line
@@ -88,6 +90,10 @@ class Runner:
             + f" ({time.perf_counter() - t0:.1f}s)",
             markup=False,
         )
+        from bench.data.resolve import data_notes
+
+        for note in data_notes(bench):
+            self.console.print(f"note: {note}", markup=False)
         if not any(len(getattr(bench, split)) for split in EVAL_SPLITS):
             raise RunError(
                 f"dataset {bench.name!r} has no test images, so nothing can be scored (CelebA's test faces are those "
@@ -140,6 +146,11 @@ class Runner:
         seed_everything(cfg.seed)
         if dist.main:
             store_inputs(store, run.splits)
+        # LPIPS, FID/KID, LMD: only those whose files were found (checked at planning)
+        self.measures = build_measures(cfg.weights_dir, cfg.inception_weights, cfg.image_size, run.device)
+        measures = self.measures.record()
+        if dist.main:
+            self.console.print(measures_line(measures), markup=False, highlight=False)
         store.update_manifest(
             status="running",
             device=str(run.device),
@@ -154,11 +165,13 @@ class Runner:
             plugins={i.name: i.version for i in run.plan.registry.plugins},
             options={name: p.ctx.config.as_dict() for name, p in run.planned.items()},
             metrics=metric_conventions(),
+            measures=measures,
         )
         dist.barrier()
         methods, failed = self._evaluate_jobs(run)
         failed = sorted(set().union(*dist.gather(failed))) if dist.world > 1 else sorted(set(failed))
         if dist.main:
+            score_sets(self.measures, store, [j.label for j in run.plan.jobs if j.label not in failed])  # FID/KID
             if cfg.identification:
                 failed += self._identify(run, [j for j in run.plan.jobs if j.label not in failed], methods)
             write_summary(store)
@@ -178,6 +191,7 @@ class Runner:
             rank=dist.rank,
             world=dist.world,
             precision=cfg.precision,
+            measures=self.measures,
         )
         methods: dict[str, Method] = {}
         failed: list[str] = []
@@ -317,7 +331,7 @@ class Runner:
         )
         budget = Budget(method.ctx.total_steps, cfg.time_budget)
         return reported_fit(
-            self.console, name, method, data, budget, entry.folder, dist=dist, stamp=stamp, precision=cfg.precision
+            self.console, name, method, data, budget, entry.folder, dist=dist, stamp=stamp, accel=cfg.acceleration()
         )
 
     @staticmethod

@@ -24,6 +24,8 @@ import pytest
 import torch
 
 from baselines.lightcnn import LightCNN9
+from tests.conftest import SHARED_DATA
+from tests.test_arcface import constant, meta_state, r18_state
 from tests.util import finished_run
 
 RUN = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "3", "--data-limit", "8"]
@@ -33,6 +35,7 @@ RUN = ["run", "--methods", "identity,telea", "--mask-source", "gt", "--limit", "
 def finished(tmp_path_factory) -> SimpleNamespace:
     """A complete run (identity and telea, oracle masks) and the folders that the bad cases point at."""
     root = tmp_path_factory.mktemp("bad")
+    shared = SHARED_DATA / "celeba-sample" / "img_align_celeba"
     out = root / "results"
     run = finished_run(out, RUN)
     files = root / "files"
@@ -46,12 +49,23 @@ def finished(tmp_path_factory) -> SimpleNamespace:
         "paired/one/input/a.png": _png_bytes(),
         "paired/one/gt/a.png": _png_bytes(),
         "paired/One/input/a.png": _png_bytes(),  # no gt/: and the same split name as paired/one
+        "gifs/face": b"GIF89a" + b"\x40\x00\x40\x00" + b"\x00" * 6,  # a GIF by its bytes, without a name's suffix
         "wrongkeys.pth": _torch_bytes({"conv1.weight": torch.zeros(8, 3, 3, 3)}),  # another network's weights
         "at64.pth": _torch_bytes(LightCNN9(num_classes=3, img_size=64).state_dict()),  # trained at 64 px
+        "wd_alex/alexnet.pth": _torch_bytes({"conv1.weight": torch.zeros(8, 3, 3, 3)}),  # not AlexNet (LPIPS-Alex)
+        # ArcFace IResNet layouts, every tensor one expanded scalar (a few KB): r50 without its head, with fc for
+        # 64 px faces, whole (for the depth-pinned arcface_r100), and IResNet-18
+        "r50_headless.pth": _torch_bytes(
+            {k: v for k, v in constant(meta_state(50)).items() if k[:3] not in ("fc.", "fea")}
+        ),
+        "r50_fc64.pth": _torch_bytes(constant(meta_state(50)) | {"fc.weight": torch.zeros(()).expand(512, 8192)}),
+        "r50.pth": _torch_bytes(constant(meta_state(50))),
+        "r18.pth": _torch_bytes(r18_state()),
     }.items():
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_bytes(data)
     _restorations(run, files)
+    _two_faces(shared, files / "paired" / "two")
     for name in ("o_runs/runs", "o_cache/cache", "o_data/cache/data", "o_ckpt/checkpoints/telea"):
         (files / name).parent.mkdir(parents=True, exist_ok=True)
         (files / name).write_text("a file where the run keeps a folder")
@@ -88,6 +102,21 @@ def _restorations(run: Path, files: Path) -> None:
     shutil.copy(first, files / "imp_extra" / "test_paired" / "stranger.png")
     write_png(files / "imp_size" / "test_paired" / first.name, np.zeros((32, 32, 3), np.uint8))
     write_png(files / "imp_masks" / "test_paired" / "mask" / first.name, np.zeros((64, 64), np.uint8))
+
+
+def _two_faces(sample: Path, folder: Path) -> None:
+    """A paired folder whose one pair shows two real faces side by side (CelebA sample; nothing when absent)."""
+    if not sample.is_dir():
+        return
+    from PIL import Image
+
+    first, second = sorted(sample.iterdir())[:2]
+    photo = Image.new("RGB", (360, 218))
+    photo.paste(Image.open(first), (0, 0))
+    photo.paste(Image.open(second), (180, 0))
+    for kind in ("input", "gt"):
+        (folder / kind).mkdir(parents=True)
+        photo.save(folder / kind / "both.png")
 
 
 def _png_bytes(size: int = 64) -> bytes:
@@ -257,6 +286,15 @@ CASES = [
     ),
     ("paired-missing", _run("--paired-folder", "/nonexistent"), 2, "--paired-folder /nonexistent: no such folder"),
     ("paired-no-gt", _run("--paired-folder", "{files}/paired/One"), 2, "One: needs input/ and gt/ sub-folders"),
+    # -- user folders: alignment (--align) and images found by content
+    ("align-unknown", _run("--paired-folder", "{files}/paired/one", "--align", "mtcnn"), 2, "--align 'mtcnn': use"),
+    (
+        "align-alone",
+        _run("--align", "dlib"),
+        2,
+        "--align dlib aligns your folders' faces and needs --paired-folder or --natural-folder; add one or drop",
+    ),
+    ("gif-undecodable", _run("--natural-folder", "{files}/gifs"), 2, "gifs/face: is a truncated or corrupt GIF"),
     # -- export and import (results computed elsewhere)
     ("export-into-a-full-folder", ["export", "{run}", "{files}"], 2, "exists and is not an empty folder; give a new"),
     ("export-not-a-run", ["export", "{files}", "{files}/exported"], 2, "is not a run folder (no manifest.json"),
@@ -382,7 +420,74 @@ CASES = [
         2,
         "at64.pth: does not fit LightCNN-9: 1 of another shape, e.g. fc1.filter.weight [512, 2048] where",
     ),
+    (
+        "arcface-without-weights",
+        _run("--identification", "--id-model", "arcface"),
+        2,
+        "--id-model arcface needs a weights file; give it with --id-weights FILE",
+    ),
+    (
+        "arcface-missing-keys",
+        _run("--identification", "--id-model", "arcface", "--id-weights", "{files}/r50_headless.pth"),
+        2,
+        "r50_headless.pth: does not fit ArcFace IResNet-50: missing 6 keys (fc.weight, fc.bias, features.weight and",
+    ),
+    (
+        "arcface-wrong-shape",
+        _run("--identification", "--id-model", "arcface", "--id-weights", "{files}/r50_fc64.pth"),
+        2,
+        "r50_fc64.pth: does not fit ArcFace IResNet-50: 1 of another shape, e.g. fc.weight [512, 8192] where",
+    ),
+    (
+        "arcface-wrong-depth",
+        _run("--identification", "--id-model", "arcface_r100", "--id-weights", "{files}/r50.pth"),
+        2,
+        "r50.pth: holds IResNet-50, not IResNet-100; use --id-model arcface (the depth from the file) or arcface_r50",
+    ),
+    (
+        "arcface-iresnet18",
+        _run("--identification", "--id-model", "arcface", "--id-weights", "{files}/r18.pth"),
+        2,
+        "r18.pth: an IResNet with [2, 2, 2, 2] blocks per stage (IResNet-18); the arcface recognizer takes IResNet-50",
+    ),
+    (
+        "arcface-weights-for-lightcnn",
+        _run("--identification", "--id-model", "lightcnn9", "--id-weights", "{files}/r50.pth"),
+        2,
+        "r50.pth: does not fit LightCNN-9: missing 20 keys",
+    ),
     ("allow-partial-synthetic", _run("--allow-partial"), 2, "--allow-partial applies to a CelebA folder"),
+    # -- measures' weight files (bench.measures): checked at planning, before any folder
+    (
+        "inception-weights-missing",
+        _run("--inception-weights", "/nonexistent.pth"),
+        2,
+        "--inception-weights /nonexistent.pth: no such file",
+    ),
+    (
+        "inception-weights-random-bytes",
+        _run("--inception-weights", "{files}/vgg.pth"),
+        2,
+        "vgg.pth: not a PyTorch weights file (neither torch.save's format nor a pickle); give torch-fidelity's",
+    ),
+    (
+        "inception-weights-foreign-pickle",
+        _run("--inception-weights", "{files}/foreign.pt"),
+        2,
+        "foreign.pt: a pickle of Python objects (loading it would run code), not a weights-only file",
+    ),
+    (
+        "inception-weights-wrong-architecture",
+        _run("--inception-weights", "{files}/wrongkeys.pth"),
+        2,
+        "wrongkeys.pth: does not fit torch-fidelity's Inception-v3: missing 566 of 566 keys",
+    ),
+    (
+        "lpips-alexnet-wrong-architecture",
+        _run("--weights-dir", "{files}/wd_alex"),
+        2,
+        "alexnet.pth: does not fit AlexNet for LPIPS: missing 10 of 10 backbone keys (features.0.weight,",
+    ),
     # -- paths
     ("output-onto-a-file", [*RUN, "--output", "{files}/vgg.pth"], 2, "vgg.pth: is a file, not a folder; give a folder"),
     ("output-name-too-long", [*RUN, "--output", "{out}/" + "o" * 300], 2, "bytes; file systems take 255 per name"),
@@ -414,6 +519,42 @@ def test_bad_input_is_one_line_and_loses_nothing(finished, bench_main, argv, cod
     assert _tree(finished.out) == before  # the finished run is untouched and no run folder was added
 
 
+# (case id, face extra blocked, argv, the text of the one line): --align dlib on folders dlib cannot align
+FACE_CASES = [
+    (
+        "align-no-extra",
+        True,
+        _run("--paired-folder", "{files}/paired/one", "--align", "dlib"),
+        "--align dlib: the face extra is not installed (no dlib, face_recognition_models); pip install -e '.[face]'",
+    ),
+    ("align-no-face", False, _run("--paired-folder", "{files}/paired/one", "--align", "dlib"), "a.png: dlib finds no"),
+    (
+        "align-two-faces",
+        False,
+        _run("--paired-folder", "{files}/paired/two", "--align", "dlib"),
+        "both.png: dlib finds 2 faces in it (--align dlib needs exactly one); crop it to one face or remove it",
+    ),
+]
+
+
+@pytest.mark.face
+@pytest.mark.parametrize(("blocked", "argv", "text"), [c[1:] for c in FACE_CASES], ids=[c[0] for c in FACE_CASES])
+def test_a_folder_dlib_cannot_align_is_one_line(finished, bench_main, monkeypatch, blocked, argv, text):
+    from bench.landmarks import unavailable
+
+    if blocked:
+        for module in ("dlib", "face_recognition_models"):  # as if the face extra were not installed
+            monkeypatch.setitem(sys.modules, module, None)
+    elif unavailable():
+        pytest.skip(unavailable())
+    if "paired/two" in argv[argv.index("--paired-folder") + 1] and not (finished.files / "paired" / "two").is_dir():
+        pytest.skip("the CelebA sample (../shared/data) is absent")
+    before = _tree(finished.out)
+    got, _, err = bench_main(*_fill(argv, finished))
+    _check_one_line(got, err, 2, text)
+    assert _tree(finished.out) == before
+
+
 # (case id, environment, argv, the text of the one line): the plugin switches are checked like --methods
 ENV_CASES = [
     ("load-unknown", {"DEOCC_LOAD_PLUGINS": "nosuch"}, ["list"], "DEOCC_LOAD_PLUGINS: no plugin 'nosuch' is installed"),
@@ -441,6 +582,12 @@ ENV_CASES = [
         {"BENCH_VGG16_WEIGHTS": "/nonexistent.pth"},
         [*RUN, "--output", "{out}"],
         "BENCH_VGG16_WEIGHTS=/nonexistent.pth: no such file",
+    ),
+    (
+        "vgg-weights-not-vgg16-for-lpips",
+        {"BENCH_VGG16_WEIGHTS": "{files}/wrongkeys.pth"},
+        [*RUN, "--output", "{out}"],
+        "wrongkeys.pth: does not fit VGG-16 for LPIPS: missing 26 of 26 backbone keys",
     ),
     (
         "disabled-method-used",

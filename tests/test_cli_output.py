@@ -48,7 +48,9 @@ def test_bench_list_fits_80_columns_with_every_name_whole():
     reg = plugins.registry()
     cells = _first_cells(done.stdout)
     assert set(reg.methods) | set(reg.recognizers) | {p.name for p in reg.plugins} <= cells
-    assert "'.[face]'" in done.stdout and "'.'" not in done.stdout  # the install hint as the plugin wrote it
+    if reg.recognizers["dlib"].missing():  # the install hint, as the plugin wrote it, where the extra is missing
+        assert "'.[face]'" in done.stdout
+    assert "'.'" not in done.stdout
 
 
 def test_bench_list_options_fits_80_columns_with_every_option_name_whole():

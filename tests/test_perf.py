@@ -48,6 +48,7 @@ def test_bench_perf_times_an_acceleration_against_eager_float32_on_the_same_weig
     assert "error" not in row, row
     assert row["acceleration"] == {"precision": "fp32", "channels_last": True, "compile": False}
     assert row["eager_images_per_s"] > 0 and row["speedup_over_eager"] > 0
+    assert row["train_speedup_over_eager"] > 0  # channels-last changes training: its step is timed against eager
     assert row["accelerated_max_uint8_diff"] <= 1  # float rounding can move a pixel by one level, no more
     assert 0 < row["peak_fraction"] and row["gflop_per_image"] > 0
     assert row["harness_overhead_pct"] == pytest.approx(

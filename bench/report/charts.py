@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.report.paired import LOWER_IS_BETTER, METRICS
+
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 VARIANT_TITLES = {
     "pretrained": "pretrained",
@@ -78,19 +80,41 @@ def _finite(df, metric: str):
     return df[np.isfinite(df[metric])] if metric in df else df.iloc[0:0]
 
 
+def _panels(part) -> list[tuple[str, str]]:
+    """(metric, axis title) of each panel: PSNR and SSIM, then each bench.measures column the rows have (LPIPS,
+    LMD: lower is better)."""
+    measured = [m for m in METRICS if m in LOWER_IS_BETTER and m in part and np.isfinite(part[m]).any()]
+    return [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), *((m, METRICS[m][0]) for m in measured)]
+
+
+def _names(panels: list[tuple[str, str]]) -> str:
+    names = [unit.split(" (")[0] for _, unit in panels]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def by_group(
-    df, key: str, title: str, labels: list[str], reference: str | None, order: list[str] | None = None
+    df,
+    key: str,
+    title: str,
+    labels: list[str],
+    reference: str | None,
+    order: list[str] | None = None,
+    split: str = "test_paired",
+    set_title: str = "synthetic paired occlusions",
 ) -> str | None:
-    """Mean PSNR and SSIM on the synthetic paired set per value of ``key`` (occluder family or area bin)."""
-    part = df[(df["split"] == "test_paired") & (df[key].astype(str) != "")] if key in df else df.iloc[0:0]
+    """Mean PSNR and SSIM on a paired ``split`` (the synthetic one, or a --paired-folder's) per value of ``key``
+    (occluder family or area bin)."""
+    part = df[(df["split"] == split) & (df[key].astype(str) != "")] if key in df else df.iloc[0:0]
     if part.empty:
         return None
     groups = order or sorted(part[key].unique())
     groups = [g for g in groups if g in set(part[key])]
     palette = colors(labels)
     shown = [label for label in labels if label != reference and label in set(part["label"])]
-    with _figure(10, 0.6 + 0.32 * len(groups) + 0.25 * math.ceil(len(shown) / 4), ncols=2, sharey=True) as (fig, ax):
-        for col, (metric, unit) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
+    panels = _panels(part)  # PSNR, SSIM, and bench.measures' columns where computed
+    height = 0.6 + 0.32 * len(groups) + 0.25 * math.ceil(len(shown) / 4)
+    with _figure(5 * len(panels), height, ncols=len(panels), sharey=True) as (fig, ax):
+        for col, (metric, unit) in enumerate(panels):
             axis = ax[0, col]
             data = _finite(part, metric)
             means = data.groupby([key, "label"])[metric].mean()
@@ -111,27 +135,36 @@ def by_group(
                     zorder=3,
                     label=f"input ({reference})",
                 )
-            axis.set_xlabel(unit + " (higher is better)")
+            axis.set_xlabel(unit + (" (lower is better)" if metric in LOWER_IS_BETTER else " (higher is better)"))
         counts = part.groupby(key)["sample"].nunique()
         ax[0, 0].set_yticks(y, [f"{g} (n={counts.get(g, 0)})" for g in groups])
         ax[0, 0].invert_yaxis()  # the axes share y: once for both
         ax[0, 0].set_ylabel(title)
         handles, names = ax[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), frameon=False)
-        fig.suptitle(f"PSNR and SSIM by {title} (synthetic paired occlusions, mean over images)")
-        return _svg(fig, f"by-{key}")
+        fig.suptitle(f"{_names(panels)} by {title} ({set_title}, mean over images)")
+        return _svg(fig, f"by-{key}" + ("" if split == "test_paired" else f"-{split}"))
 
 
-def by_area(df, labels: list[str], reference: str | None, bins: list[str]) -> str | None:
-    """Mean PSNR and SSIM per occluded-area bin, one line per method: how quality falls with the hole's size."""
-    part = df[(df["split"] == "test_paired") & (df["area_bin"] != "")] if "area_bin" in df else df.iloc[0:0]
+def by_area(
+    df,
+    labels: list[str],
+    reference: str | None,
+    bins: list[str],
+    split: str = "test_paired",
+    set_title: str = "synthetic paired occlusions",
+) -> str | None:
+    """Mean PSNR and SSIM per occluded-area bin of a paired ``split``, one line per method: how quality falls with
+    the hole's size."""
+    part = df[(df["split"] == split) & (df["area_bin"] != "")] if "area_bin" in df else df.iloc[0:0]
     if part.empty:
         return None
     bins = [b for b in bins if b in set(part["area_bin"])]
     palette = colors(labels)
     x = np.arange(len(bins))
-    with _figure(10, 3.6, ncols=2) as (fig, ax):
-        for col, (metric, unit) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
+    panels = _panels(part)
+    with _figure(5 * len(panels), 3.6, ncols=len(panels)) as (fig, ax):
+        for col, (metric, unit) in enumerate(panels):
             axis = ax[0, col]
             means = _finite(part, metric).groupby(["area_bin", "label"])[metric].mean()
             for label in labels:
@@ -147,8 +180,8 @@ def by_area(df, labels: list[str], reference: str | None, bins: list[str]) -> st
             axis.set_ylabel(unit)
         handles, names = ax[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)), frameon=False)
-        fig.suptitle("PSNR and SSIM by occluded area (synthetic paired occlusions, mean over images)")
-        return _svg(fig, "by-area")
+        fig.suptitle(f"{_names(panels)} by occluded area ({set_title}, mean over images)")
+        return _svg(fig, "by-area" + ("" if split == "test_paired" else f"-{split}"))
 
 
 def mask_iou(df) -> str | None:
@@ -287,6 +320,41 @@ def cmc(identification: dict[str, Any] | None) -> str | None:
             ax[k // ncols, k % ncols].set_visible(False)
         fig.suptitle("Face identification, CMC (Fig. 12)")
         return _svg(fig, "cmc")
+
+
+def roc(identification: dict[str, Any] | None) -> str | None:
+    """Verification beside Fig. 12: TAR against FAR (log axis) over all probe x gallery pairs, one panel per
+    recognizer and training variant, one line per probe set (styles as in :func:`cmc`), FAR 1e-2 and 1e-3 marked."""
+    rows = [r for r in identification_rows(identification) if (r.get("verification") or {}).get("roc")]
+    if not rows:
+        return None
+    panels: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        panels.setdefault((row["recognizer"], row["variant"]), []).append(row)
+    palette = colors(sorted({row["probes"] for row in rows}))
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    with _figure(10 if ncols > 1 else 6, 3.2 * nrows, ncols=ncols, nrows=nrows) as (fig, ax):
+        for k, ((recognizer, variant), members) in enumerate(panels.items()):
+            axis = ax[k // ncols, k % ncols]
+            for row in members:
+                points = np.array(row["verification"]["roc"], dtype=float)
+                style = {"linestyle": "-" if row["set"] == "synthetic" else ":", "marker": "o", "markersize": 2.5}
+                color = "black" if row["probes"] == "occluded input" else palette[row["probes"]]
+                label = f"{row['set']}: {row['probes']} ({row['verification']['impostor']} impostor pairs)"
+                axis.plot(points[:, 0], 100 * points[:, 1], color=color, label=label, **style)
+            for far in (1e-2, 1e-3):
+                axis.axvline(far, color="grey", linewidth=0.8, alpha=0.6)
+            axis.set_xscale("log")
+            axis.set_ylim(0, 102)
+            axis.set_xlabel("false accept rate (impostor pairs accepted)")
+            axis.set_ylabel("true accept rate (%)")
+            axis.set_title(f"{recognizer}, {VARIANT_TITLES.get(variant, variant)}")
+            axis.legend(frameon=False, fontsize=7, loc="lower right")
+        for k in range(len(panels), nrows * ncols):
+            ax[k // ncols, k % ncols].set_visible(False)
+        fig.suptitle("Face verification, ROC (probes against the gallery)")
+        return _svg(fig, "roc")
 
 
 def significance(panels: list[dict[str, Any]]) -> str | None:

@@ -26,7 +26,9 @@ SPLIT_TITLES = {
 }
 QUALITY = [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3)]
 MASKS = [("mask_iou", "mask IoU", 3), ("mask_f1", "mask F1", 3)]
-USER_PAIRED = QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)] + MASKS  # a --paired-folder split
+# bench.measures' per-image columns: a table leaves out a column no row has (a run without their files)
+MEASURED = [("lpips", "LPIPS-VGG", 3), ("lpips_alex", "LPIPS-Alex", 3), ("lmd", "LMD (px)", 2)]
+USER_PAIRED = QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)] + MEASURED + MASKS  # a --paired-folder split
 UNTRAINED = ("not trainable", "external")  # what the manifest's training record says of a label nothing trained
 
 
@@ -115,6 +117,57 @@ def table(
             "" if v is None else fmt(v, d) for v, (_, _, d) in zip(row["paper"], columns, strict=True)
         ]
     return {"headers": [h for _, h, _ in columns], "columns": columns, "rows": rows, "grouped": list(letters or {})}
+
+
+def with_sets(t: dict, sets: dict[str, dict], split: str) -> dict:
+    """``t`` with FID and KID columns for ``split`` from the run's set measures (:func:`bench.measures.read_sets`),
+    where any row has them: each cell states its N (FID is biased at small N) and KID its std over subsets."""
+    found = [(sets.get(r["label"]) or {}).get(split) or {} for r in t["rows"]]
+    if not any("fid" in f for f in found):
+        return t
+    rows = []
+    for r, f in zip(t["rows"], found, strict=True):
+        n = f"N={f.get('n')} vs {f.get('n_reference')}" if f else ""
+        if "fid" in f:
+            values = [(f["fid"], None), (f["kid_mean"], f["kid_std"])]
+            cells = [f"{f['fid']:.2f} ({n})", f"{f['kid_mean']:.4f} ± {f['kid_std']:.4f} ({n})"]
+        else:
+            values, cells = [(None, None)] * 2, [f.get("not_computed", "–")] * 2
+        extra = {"values": r["values"] + values, "cells": r["cells"] + cells, "paper": r["paper"] + [None, None]}
+        rows.append({**r, **extra, "paper_cells": r["paper_cells"] + ["", ""]})
+    columns = [*t["columns"], ("fid", "FID", 2), ("kid", "KID", 4)]
+    return {**t, "columns": columns, "headers": [h for _, h, _ in columns], "rows": rows}
+
+
+def current_sets(store: RunStore, df) -> dict[str, dict]:
+    """The run's stored FID/KID (:func:`bench.measures.read_sets`) whose restorations are still the rows' images
+    (a label rescored since keeps no stale distance)."""
+    from bench.measures import read_sets
+    from bench.measures.fid import rows_digest
+
+    out: dict[str, dict] = {}
+    for label, per in read_sets(store).items():
+        for split, scores in (per or {}).items():
+            rows = df[(df["label"] == label) & (df["split"] == split)] if not df.empty else df
+            if len(rows) and rows_digest(rows[["sample", "png_sha256"]].to_dict("records")) == scores.get("digest"):
+                out.setdefault(label, {})[split] = scores
+    return out
+
+
+def measures_view(manifest: dict[str, Any]) -> list[dict[str, str]]:
+    """The report header's line per measure: what it is (its convention and file), or not computed and why."""
+    from bench.measures import not_computed
+
+    view = []
+    for entry in (manifest.get("measures") or {}).values():
+        if entry.get("status") == "computed":
+            conv = "; ".join(f"{k}: {v}" for k, v in (entry.get("convention") or {}).items())
+            file = entry.get("file") or {}
+            where = f"; file {file.get('path')} ({file.get('size')} bytes, sha256 {file.get('sha256')})" if file else ""
+            view.append({"title": entry.get("title", "?"), "text": conv + where})
+        else:
+            view.append({"title": entry.get("title", "?"), "text": not_computed(entry)})
+    return view
 
 
 def _breakdown(
@@ -284,6 +337,19 @@ def _interval(value: float | None, low: float | None, high: float | None, digits
     return f"{value:.{digits}f} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def _tar(at: dict) -> str:
+    """TAR at one FAR as a cell: the rate, or why it was not measured."""
+    return fmt(at.get("tar"), 3) if at.get("tar") is not None else at.get("note", "–")
+
+
+def _frechet(found: dict | None) -> str:
+    """A Fréchet distance cell with its N and dimension (it is biased at small N)."""
+    if not found:
+        return "–"
+    value = fmt(found.get("value"), 3) if found.get("value") is not None else found.get("note", "–")
+    return f"{value} (N={found.get('n')} vs {found.get('reference_n')}, d={found.get('dim')})"
+
+
 def identification_view(store: RunStore, identification: dict | None) -> dict | None:
     """Fig. 12's table (each rank with its 95% interval, n, the identity similarity on the paired set) and
     Fig. 13's triplets (input, mask, each restoration, the gallery image of that person)."""
@@ -295,7 +361,7 @@ def identification_view(store: RunStore, identification: dict | None) -> dict | 
     ranks = range(1, max_rank + 1)
     table = []
     for r in rows:
-        sim = r.get("similarity") or {}
+        sim, deg = r.get("similarity") or {}, r.get("angle") or {}
         table.append(
             {
                 "model": f"{r['recognizer']}, {charts.VARIANT_TITLES.get(r['variant'], r['variant'])}",
@@ -304,8 +370,12 @@ def identification_view(store: RunStore, identification: dict | None) -> dict | 
                 "n": f"{r['n']}" + (f" ({r['identities']})" if r.get("identities") else ""),
                 "ranks": [_interval(r.get(f"rank{k}"), r.get(f"rank{k}_low"), r.get(f"rank{k}_high")) for k in ranks],
                 "similarity": _interval(sim.get("mean"), sim.get("low"), sim.get("high")),
+                "angle": _interval(deg.get("mean"), deg.get("low"), deg.get("high"), 1),
+                "tar": [_tar(at) for at in (r.get("verification") or {}).get("at", [])],
+                "frechet": _frechet(r.get("frechet")),
             }
         )
+    fars = next((r["verification"]["at"] for r in rows if r.get("verification")), [])
     labels = identification.get("labels", [])
     triplets = []
     for e in identification.get("examples", []):
@@ -319,6 +389,7 @@ def identification_view(store: RunStore, identification: dict | None) -> dict | 
         gallery = f"{gallery.get('identities')} identities, one clean image each (seed {gallery.get('seed')})"
     return {
         "ranks": list(ranks),
+        "fars": [f"{at['far']:.0e}".replace("e-0", "e-") for at in fars],
         "rows": table,
         "gallery": gallery,
         "split": identification.get("split"),
@@ -348,16 +419,22 @@ def _out_of_range(df) -> dict[str, float]:
     return {label: shown("out_of_range", float(v)) for label, v in means.items() if v > 0}
 
 
-def _split_tables(summary, reference: str | None) -> dict[str, dict]:
+def _split_tables(summary, reference: str | None, sets: dict[str, dict]) -> dict[str, dict]:
     """The tables beside Table III: natural occlusions, clean faces (Fig. 9) and mask quality on the paired set."""
     return {
-        "natural": table(summary, "test_natural", QUALITY + MASKS, {}, reference=reference),
-        "clean": table(
-            summary,
+        "natural": with_sets(
+            table(summary, "test_natural", QUALITY + MEASURED + MASKS, {}, reference=reference), sets, "test_natural"
+        ),
+        "clean": with_sets(
+            table(
+                summary,
+                "test_clean",
+                QUALITY + MEASURED + [("occluded_fraction", "pixels marked occluded (%)", 2)],
+                {},
+                reference=reference,
+            ),
+            sets,
             "test_clean",
-            QUALITY + [("occluded_fraction", "pixels marked occluded (%)", 2)],
-            {},
-            reference=reference,
         ),
         "masks": table(summary, "test_paired", MASKS, {}),
     }
@@ -411,8 +488,26 @@ def _charts(
         "losses": charts.training_losses(_training_curves(store, names)),
         "study": charts.user_study(study),
         "cmc": charts.cmc(identification),
+        "roc": charts.roc(identification),
     }
+    for split in titles.keys() - SPLIT_TITLES.keys():  # each --paired-folder split: the synthetic split's charts
+        if df.empty:
+            break
+        figures |= _user_paired_charts(df, split, labels, reference, area_order)
     return {name: svg for name, svg in figures.items() if svg}
+
+
+def _user_paired_charts(df, split: str, labels: list[str], reference: str | None, bins: list[str]) -> dict:
+    """A --paired-folder split's charts, named by its split: by occluded area where it has masks (given or
+    derived), by occluder family only where its rows name more than one (a user folder's pairs are all family
+    ``user`` unless an import or a future layout says otherwise)."""
+    families = set(df.loc[df["split"] == split, "family"]) if "family" in df else set()
+    out = {f"area_{split}": charts.by_area(df, labels, reference, bins, split=split, set_title=f"your set {split}")}
+    if len(families - {""}) > 1:
+        out[f"family_{split}"] = charts.by_group(
+            df, "family", "occluder family", labels, reference, split=split, set_title=f"your set {split}"
+        )
+    return out
 
 
 def run_context(store: RunStore, examples: int) -> dict[str, Any]:
@@ -434,14 +529,16 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
     compared = paired.comparisons(df, (*paired.SPLITS, *titles.keys() - SPLIT_TITLES.keys()))
     reference = reference_label(store, df, specs, trainable)
     threshold = float(manifest.get("config", {}).get("mask_threshold", RunConfig.mask_threshold))
+    sets = current_sets(store, df)  # FID/KID per label and split, where the run computed them
     table3 = table(
         summary,
         "test_paired",
-        QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)],
+        QUALITY + [("region_psnr", "occluded-region PSNR (dB)", 2)] + MEASURED,
         reported,
         compared.get("test_paired"),
         reference,
     )
+    table3 = with_sets(table3, sets, "test_paired")
     ablations = _ablations(table3, specs)
     out_of_range = _out_of_range(df)
     mask_free = [label for label in labels if not specs.get(label, {}).get("needs_mask", True) and trainable[label]]
@@ -458,13 +555,28 @@ def run_context(store: RunStore, examples: int) -> dict[str, Any]:
         "table3": table3,
         "ablations": ablations,
         "paired": [
-            {"split": split, "title": titles[split], "rows": paired.pair_rows(per)} for split, per in compared.items()
+            {
+                "split": split,
+                "title": titles[split],
+                "rows": paired.pair_rows(per),
+                "metrics": [(m, "PSNR (dB)" if m == "psnr" else paired.METRICS[m][0]) for m in per],
+            }
+            for split, per in compared.items()
         ],
         "compared": compared,
         "out_of_range": out_of_range,
-        **_split_tables(summary, reference),
+        **_split_tables(summary, reference, sets),
+        "sets": sets,
+        "measures": measures_view(manifest),
         "user_paired": [
-            {"split": split, "title": title, **table(summary, split, USER_PAIRED, {}, compared.get(split), reference)}
+            {
+                "split": split,
+                "title": title,
+                **with_sets(table(summary, split, USER_PAIRED, {}, compared.get(split), reference), sets, split),
+                "by_area": _breakdown(df, "area_bin", splits=(split,), reference=reference)
+                if not df.empty and "area_bin" in df
+                else {"columns": [], "rows": []},
+            }
             for split, title in titles.items()
             if split not in SPLIT_TITLES
         ],
