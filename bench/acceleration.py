@@ -28,6 +28,9 @@ def autocast(device, precision: str):
 
 @dataclass(frozen=True)
 class Acceleration:
+    """The speed paths of a run; ``Acceleration()`` is the eager float32 reference that ``bench perf`` times
+    every path against (``bench run``'s own default, RunConfig's, is channels-last)."""
+
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -45,9 +48,14 @@ class Acceleration:
 
     @staticmethod
     def networks(method) -> list:
+        """The networks a method names in ``parts()`` and any other it holds (a frozen loss network such as
+        VGG-16, built by ``setup_training``): a format applied to some of them only would reorder tensors at every
+        boundary between them."""
         from torch import nn
 
-        return [part for part in method.parts().values() if isinstance(part, nn.Module)]
+        found = [part for part in method.parts().values() if isinstance(part, nn.Module)]
+        held = [v for v in vars(method).values() if isinstance(v, nn.Module) and all(v is not f for f in found)]
+        return found + held
 
     def prepare(self, method) -> None:
         """Before training or loading: the networks in channels-last memory format (values unchanged)."""

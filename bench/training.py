@@ -26,6 +26,7 @@ from bench.io import atomic_write_bytes
 if TYPE_CHECKING:
     import torch
 
+    from bench.acceleration import Acceleration
     from bench.data.types import TrainData
     from bench.distributed import Dist
     from bench.method import Method
@@ -245,7 +246,7 @@ def fit(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     dist: Dist | None = None,
     stamp: str = "",
-    precision: str = "fp32",
+    accel: Acceleration | None = None,
 ) -> FitResult:
     """Train ``method`` for ``budget`` steps, resuming from ``workdir/last.pt`` if present. (One function on
     purpose: resume, the NaN guard, checkpoints and the interrupt read in the order they happen.)
@@ -258,19 +259,22 @@ def fit(
     ``on_start(step)`` is called once the setup is done, with the step the loop starts (or resumes) at, so a
     progress report times the steps alone; ``on_step(step, losses)`` after each step. Ctrl-C or SIGTERM in the
     loop raises :class:`TrainingInterrupted` (the step reached, the last checkpoint's).
-    ``precision="bf16"`` runs each step under bf16 autocast (bench.acceleration).
+    ``accel`` (bench.acceleration): each step under its autocast, and its memory format applied to the method's
+    networks once ``setup_training`` has built them all (loss networks included).
 
     Under ``torchrun`` (``dist.world > 1``) every rank runs this loop on its share of each batch; the
     optimisers the method names in ``parts()`` average gradients over the ranks, the logged losses are the
     ranks' mean, all ranks stop at the same step, and only rank 0 writes.
     """
-    from bench.acceleration import autocast
+    from bench.acceleration import Acceleration, autocast
     from bench.distributed import Dist, average_gradients
 
     dist = dist or Dist()
+    accel = accel or Acceleration()
     name = type(method).__name__
     last = workdir / "last.pt"
     method.setup_training(data)
+    accel.prepare(method)
     start = 0
     if last.exists():
         state = load_checkpoint(last)
@@ -309,7 +313,7 @@ def fit(
             if dist.any(budget.seconds is not None and time.perf_counter() - t0 > budget.seconds):
                 stopped_by_time = True
                 break
-            with autocast(method.ctx.device, precision):
+            with autocast(method.ctx.device, accel.precision):
                 losses = dist.mean(method.train_step(step))
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:

@@ -92,16 +92,16 @@ def test_acceleration_is_recorded_and_keys_the_checkpoint_cache(tiny_plugin, ben
     args = ["run", "--methods", "tinyfill", "--mask-source", "gt", "--limit", "4", "--data-limit", "40"]
     args += ["--steps", "3", "--device", "cpu", "--output", str(tmp_path)]
     keys = {}
-    for extra in ([], ["--channels-last"]):
+    for extra in (["--no-channels-last"], []):  # channels-last is the default
         code, _, err = bench_main(*args, *extra)
         assert code == 0, err[-2000:]
         (path,) = sorted(tmp_path.glob("runs/*/manifest.json"), key=lambda p: p.stat().st_mtime)[-1:]
         manifest = json.loads(path.read_text())
-        assert manifest["config"]["channels_last"] is bool(extra)
+        assert manifest["config"]["channels_last"] is not extra
         assert manifest["config"]["precision"] == "fp32" and manifest["config"]["compile"] is False
         training = manifest["training"]["tinyfill"]
         assert training["cached"] is False  # the channels-last model is not served the contiguous one's checkpoint
-        keys[bool(extra)] = training["cache_key"]
+        keys[not extra] = training["cache_key"]
     assert keys[True] != keys[False]
 
 
