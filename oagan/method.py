@@ -129,17 +129,18 @@ class OAGANOptions(Options):
     }
     # quick, the CPU profile: a few hundred steps instead of ~25k, in which Eq. (8) alone does not learn the mask
     # head and lr 1e-3 under the N(0, 0.02) init with InstanceNorm stalls it (measured: docs/methods.md section 1).
-    # So it supervises 1-M with the known synthetic masks (BCE + Dice, x10) and shows 1 face in 8 un-occluded (mask
-    # all zeros: clean faces must stay whole); it weighs lambda5 (keep pixels) -10, not -1, so that it still counts
-    # next to the supervision (x_synth is poor after 300 steps: every pixel it wrongly replaces costs more than an
-    # occluder pixel left in place); it nearly drops the WGAN term (x0.01: early critic scores swamp the rest); it
-    # applies Eq. (6) to x_final (the paper: charges M for leaking x_synth into visible pixels) plus x_synth (the
-    # official code: a dense signal for the completion module); and it takes lr 3e-4 on batches of 8, decaying
-    # linearly to 0 over the second half.
-    # standard, the laptop profile: the quick recipe for 4x the steps, with lambda5's keep reward on paired batches
-    # only. On natural batches Eq. (9) has no term that locates an occluder, so with more steps the keep reward
-    # teaches the mask head "no occlusion" on natural faces; without it the natural mask holds and natural PSNR/SSIM
-    # rise above the input's (measured: docs/methods.md section 1, mask_on_natural).
+    # So it supervises 1-M with the known synthetic masks (BCE + Dice, x15; x10 until the main job was cut to 240
+    # steps for its 3-minute budget: x15 learns the mask in fewer steps, measured in docs/speed.md) and shows 1 face
+    # in 8 un-occluded (mask all zeros: clean faces must stay whole); it weighs lambda5 (keep pixels) -10, not -1, so
+    # that it still counts next to the supervision (x_synth is poor after 240 steps: every pixel it wrongly replaces
+    # costs more than an occluder pixel left in place); it nearly drops the WGAN term (x0.01: early critic scores
+    # swamp the rest); it applies Eq. (6) to x_final (the paper: charges M for leaking x_synth into visible pixels)
+    # plus x_synth (the official code: a dense signal for the completion module); and it takes lr 3e-4 on batches of
+    # 8, decaying linearly to 0 over the second half.
+    # standard, the laptop profile: the quick recipe (with x10 supervision) for 1,200 steps, lambda5's keep reward on
+    # paired batches only. On natural batches Eq. (9) has no term that locates an occluder, so with more steps the
+    # keep reward teaches the mask head "no occlusion" on natural faces; without it the natural mask holds and natural
+    # PSNR/SSIM rise above the input's (measured: docs/methods.md section 1, mask_on_natural).
     profiles = {
         "quick": dict(
             width=32,
@@ -149,11 +150,11 @@ class OAGANOptions(Options):
             lr_decay_start=0.5,
             lambda_adv=0.01,
             lambda_mask=-10.0,
-            lambda_mask_sup=10.0,
+            lambda_mask_sup=15.0,
             paired_clean_share=0.125,
             pixel_target="both",
         ),
-        "standard": dict(mask_on_natural=False),
+        "standard": dict(mask_on_natural=False, lambda_mask_sup=10.0),  # as measured (docs/measurements.md)
     }
 
 
@@ -210,7 +211,7 @@ class OAGANMethod(Method):
     Options = OAGANOptions
     # paper: the official code's ~110 epochs of (natural images / 48) iterations on CelebA glasses, about 25k critic
     # steps; quick and standard: minutes on a 2-core CPU (docs/methods.md section 14)
-    default_steps = {"quick": 300, "standard": 1_200, "paper": 25_000}
+    default_steps = {"quick": 240, "standard": 1_200, "paper": 25_000}
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
