@@ -7,10 +7,10 @@ The official ``Generator(conv_dim=64, repeat_num=6)`` (models/modules/generator_
 ``official`` preset's architecture (width 64, 6 residual blocks) are the same network: the script copies the
 official weights into ours and checks that both give the same output before it times anything. Timed, per
 size, on the same batch: the official forward plus Eq. (2)'s composition (what its test code does), and ours
-on each of our inference paths: the default (``bench run`` as it is), channels-last, and channels-last compiled
-(``--compile``; the first call, which compiles, is reported apart). Each round times every variant once, in
-turn, so a busy machine slows all alike; the table gives the median of the rounds and each variant's ratio to
-the official code.
+on each of our inference paths: contiguous eager (``--no-channels-last``), channels-last (``bench run``'s
+default), and channels-last compiled (``--compile``; the first call, which compiles, is reported apart). Each
+round times every variant once, in turn, so a busy machine slows all alike; the table gives the median of the
+rounds and each variant's ratio to the official code.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def variants(official, ours, x: torch.Tensor, compiled: bool) -> dict:
         xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         return lambda: net(xin).final
 
-    out = {"official (eager)": run_official, "ours, default path": path(ours, False)}
+    out = {"official (eager)": run_official, "ours, contiguous": path(ours, False)}
     fast = copy.deepcopy(ours).to(memory_format=torch.channels_last)
-    out["ours, channels-last"] = path(fast, True)
+    out["ours, channels-last (the default)"] = path(fast, True)
     if compiled:
         compiled_net = copy.deepcopy(fast)
         compiled_net.compile()

@@ -296,6 +296,23 @@ def cmc(identification: dict[str, Any] | None) -> str | None:
     if not rows:
         return None
     ranks = np.arange(1, identification.get("max_rank", 5) + 1)
+
+    def draw(axis, row, color, style) -> None:
+        label = f"{row['set']}: {row['probes']} (n={row['n']})"
+        axis.plot(ranks, [100 * row[f"rank{r}"] for r in ranks], color=color, label=label, markersize=3, **style)
+
+    def frame(axis) -> None:
+        axis.set_xticks(ranks)
+        axis.set_xlabel("rank")
+        axis.set_ylabel("identification rate (%)")
+
+    return _recognizer_panels(rows, draw, frame, "Face identification, CMC (Fig. 12)", "cmc")
+
+
+def _recognizer_panels(rows: list[dict[str, Any]], draw, frame, title: str, name: str) -> str:
+    """One panel per recognizer and training variant, one line per probe set (solid: synthetic paired set,
+    dotted: natural occlusions; the occluded input black): the layout the CMC and the ROC share. ``draw(axis, row,
+    color, style)`` draws one line, ``frame(axis)`` sets a panel's axes."""
     panels: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         panels.setdefault((row["recognizer"], row["variant"]), []).append(row)
@@ -306,20 +323,16 @@ def cmc(identification: dict[str, Any] | None) -> str | None:
         for k, ((recognizer, variant), members) in enumerate(panels.items()):
             axis = ax[k // ncols, k % ncols]
             for row in members:
-                style = {"linestyle": "-" if row["set"] == "synthetic" else ":", "marker": "o", "markersize": 3}
-                color = "black" if row["probes"] == "occluded input" else palette[row["probes"]]
-                values = [100 * row[f"rank{r}"] for r in ranks]
-                axis.plot(ranks, values, color=color, label=f"{row['set']}: {row['probes']} (n={row['n']})", **style)
-            axis.set_xticks(ranks)
+                style = {"linestyle": "-" if row["set"] == "synthetic" else ":", "marker": "o"}
+                draw(axis, row, "black" if row["probes"] == "occluded input" else palette[row["probes"]], style)
+            frame(axis)
             axis.set_ylim(0, 102)
-            axis.set_xlabel("rank")
-            axis.set_ylabel("identification rate (%)")
             axis.set_title(f"{recognizer}, {VARIANT_TITLES.get(variant, variant)}")
             axis.legend(frameon=False, fontsize=7, loc="lower right")
         for k in range(len(panels), nrows * ncols):
             ax[k // ncols, k % ncols].set_visible(False)
-        fig.suptitle("Face identification, CMC (Fig. 12)")
-        return _svg(fig, "cmc")
+        fig.suptitle(title)
+        return _svg(fig, name)
 
 
 def roc(identification: dict[str, Any] | None) -> str | None:
@@ -328,33 +341,20 @@ def roc(identification: dict[str, Any] | None) -> str | None:
     rows = [r for r in identification_rows(identification) if (r.get("verification") or {}).get("roc")]
     if not rows:
         return None
-    panels: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        panels.setdefault((row["recognizer"], row["variant"]), []).append(row)
-    palette = colors(sorted({row["probes"] for row in rows}))
-    ncols = min(2, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    with _figure(10 if ncols > 1 else 6, 3.2 * nrows, ncols=ncols, nrows=nrows) as (fig, ax):
-        for k, ((recognizer, variant), members) in enumerate(panels.items()):
-            axis = ax[k // ncols, k % ncols]
-            for row in members:
-                points = np.array(row["verification"]["roc"], dtype=float)
-                style = {"linestyle": "-" if row["set"] == "synthetic" else ":", "marker": "o", "markersize": 2.5}
-                color = "black" if row["probes"] == "occluded input" else palette[row["probes"]]
-                label = f"{row['set']}: {row['probes']} ({row['verification']['impostor']} impostor pairs)"
-                axis.plot(points[:, 0], 100 * points[:, 1], color=color, label=label, **style)
-            for far in (1e-2, 1e-3):
-                axis.axvline(far, color="grey", linewidth=0.8, alpha=0.6)
-            axis.set_xscale("log")
-            axis.set_ylim(0, 102)
-            axis.set_xlabel("false accept rate (impostor pairs accepted)")
-            axis.set_ylabel("true accept rate (%)")
-            axis.set_title(f"{recognizer}, {VARIANT_TITLES.get(variant, variant)}")
-            axis.legend(frameon=False, fontsize=7, loc="lower right")
-        for k in range(len(panels), nrows * ncols):
-            ax[k // ncols, k % ncols].set_visible(False)
-        fig.suptitle("Face verification, ROC (probes against the gallery)")
-        return _svg(fig, "roc")
+
+    def draw(axis, row, color, style) -> None:
+        points = np.array(row["verification"]["roc"], dtype=float)
+        label = f"{row['set']}: {row['probes']} ({row['verification']['impostor']} impostor pairs)"
+        axis.plot(points[:, 0], 100 * points[:, 1], color=color, label=label, markersize=2.5, **style)
+
+    def frame(axis) -> None:
+        for far in (1e-2, 1e-3):
+            axis.axvline(far, color="grey", linewidth=0.8, alpha=0.6)
+        axis.set_xscale("log")
+        axis.set_xlabel("false accept rate (impostor pairs accepted)")
+        axis.set_ylabel("true accept rate (%)")
+
+    return _recognizer_panels(rows, draw, frame, "Face verification, ROC (probes against the gallery)", "roc")
 
 
 def significance(panels: list[dict[str, Any]]) -> str | None:
