@@ -126,7 +126,10 @@ def measure(
             "harness_overhead_pct": round(100 * (t_harness - t_bare) / t_bare, 1),
         }
     )
-    flops = forward_flops(lambda: bare(accel.precision)) / n
+    try:
+        flops = forward_flops(lambda: bare(accel.precision)) / n
+    except RuntimeError as exc:  # torch's FLOP counter cannot follow a restore that calls autograd.grad (Yeh et al.)
+        flops, row["flops_not_counted"] = 0, str(exc).splitlines()[0]
     if flops and peak:
         row["gflop_per_image"] = round(flops / 1e9, 3)
         row["peak_fraction"] = round(flops * n / t_bare / peak, 3)
