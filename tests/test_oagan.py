@@ -175,7 +175,7 @@ def test_presets_options_and_info(make_context):
         make_context(OAGANMethod, 32, preset="authors")
     # the CPU profile adds mask supervision and a smaller critic term; the paper profile keeps Eq. (8) as written
     quick = OAGANMethod(ctx(width=8, d_width=8)).cfg
-    assert quick.lambda_mask_sup == 10 and quick.lambda_adv == 0.01 and quick.pixel_target == "both"
+    assert quick.lambda_mask_sup == 15 and quick.lambda_adv == 0.01 and quick.pixel_target == "both"
     assert quick.paired_clean_share == 0.125 and quick.lr_decay_start == 0.5 and quick.lambda_mask == -10
     full = OAGANMethod(ctx("paper", width=8, d_width=8))
     assert full.cfg.lambda_mask_sup == 0 and full.cfg.lambda_adv == 1 and full.cfg.lr == 1e-4

@@ -173,7 +173,7 @@ def test_quick_profile_overrides_and_paper_defaults(make_context):
     paper = PConvMethod(make_context(PConvMethod, 64, profile="paper"))
     assert (quick.cfg.width, quick.cfg.batch_size) == (16, 4) and (paper.cfg.width, paper.cfg.batch_size) == (64, 6)
     assert quick.layers == paper.layers == 6 and quick.cfg.lr == paper.cfg.lr == 2e-4  # not profiled
-    assert (quick.total_steps, paper.total_steps) == (150, 100_000)
+    assert (quick.total_steps, paper.total_steps) == (100, 100_000)
     assert paper.finetune_start() == 75_000
 
 

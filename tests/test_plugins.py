@@ -241,7 +241,7 @@ def test_standard_profile_builds_on_quick_for_a_plugin_that_declares_nothing_for
     assert tiny.batch_size == 2 and TinyFill.steps_for("standard") == 6
     std, quick = OAGANMethod.Options.resolve("standard", {}), OAGANMethod.Options.resolve("quick", {})
     assert (std.mask_on_natural, quick.mask_on_natural) == (False, True)
-    assert std.as_dict() | {"mask_on_natural": True} == quick.as_dict()
+    assert std.as_dict() | {"mask_on_natural": True, "lambda_mask_sup": 15.0} == quick.as_dict()  # standard: x10
     assert (OAGANMethod.steps_for("quick"), OAGANMethod.steps_for("standard")) == (240, 1_200)
     assert for_profile(LightCNNRecognizer.default_steps, "standard") == 600
     assert for_profile({}, "standard", 7) == 7
