@@ -20,6 +20,7 @@ import numpy as np
 from bench.errors import FolderBusy, RunError
 
 MANIFEST, MANIFEST_COPY = "manifest.json", "manifest.copy.json"  # a run folder's manifest and its second copy
+VGG_VARIABLE = "BENCH_VGG16_WEIGHTS"  # the VGG-16 weights file of the perceptual losses (bench.nn.vgg) and LPIPS
 RUN_MARKERS = (MANIFEST, MANIFEST_COPY)  # a folder holding one of these is a run folder
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import RunError
-from bench.io import check_weights_only, path_problem, refuse_inside_run
+from bench.io import VGG_VARIABLE, check_weights_only, path_problem, refuse_inside_run
 from bench.method import MethodSpec, base_name
 from bench.options import PROFILES
 from bench.registry import VARIANT_NAME, check_name
@@ -412,9 +412,6 @@ def plan_run(
 
         check_measure_files(config.weights_dir, config.inception_weights)  # LPIPS, FID/KID: each file fits its net
     return Plan(specs, jobs, registry)
-
-
-VGG_VARIABLE = "BENCH_VGG16_WEIGHTS"  # the VGG-16 weights file methods with perceptual losses read (bench.nn.vgg)
 
 
 def check_vgg_weights_variable() -> None:

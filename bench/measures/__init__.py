@@ -62,9 +62,9 @@ def find(folder: Path | None, inception_weights: Path | None = None) -> list[Fou
     why not: names and paths only (no torch)."""
     import os
 
+    from bench.io import VGG_VARIABLE
     from bench.measures.fid import INCEPTION_NAMES
     from bench.measures.lmd import unavailable
-    from bench.planning import VGG_VARIABLE
 
     found = []
     if os.environ.get(VGG_VARIABLE):
