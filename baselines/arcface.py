@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.identification.recognizer import Recognizer, RecognizerContext
+from bench.identification.recognizer import Recognizer, RecognizerContext, fit_problems
 
 __all__ = ["DEPTHS", "ArcFaceRecognizer", "IResNet", "check_weights", "depth_of", "load_backbone", "to_input"]
 
@@ -158,25 +158,10 @@ def check_weights(path: str | Path, depth: int | None = None, found: dict[str, t
         )
     with torch.device("meta"):
         wanted = IResNet(have).state_dict()
-    problems = []
-    if missing := [k for k in wanted if k not in found and not k.endswith("num_batches_tracked")]:
-        problems.append(f"missing {_few(missing)}")
-    if unexpected := [k for k in found if k not in wanted]:
-        problems.append(f"unexpected {_few(unexpected)}")
-    if shapes := [k for k in wanted if k in found and found[k].shape != wanted[k].shape]:
-        k = shapes[0]
-        problems.append(
-            f"{len(shapes)} of another shape, e.g. {k} {list(found[k].shape)} where IResNet-{have} has "
-            f"{list(wanted[k].shape)}"
-        )
+    problems = fit_problems(found, wanted, f"IResNet-{have}", optional="num_batches_tracked")
     if problems:
         raise ValueError(f"{path}: does not fit ArcFace IResNet-{have}: " + "; ".join(problems))
     return have
-
-
-def _few(keys: list[str], shown: int = 3) -> str:
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return f"{len(keys)} key{'s' * (len(keys) != 1)} ({', '.join(keys[:shown])}{more})"
 
 
 def load_backbone(path: str | Path, depth: int | None = None, device: str | torch.device = "cpu") -> IResNet:

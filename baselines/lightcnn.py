@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.identification.recognizer import Recognizer, RecognizerContext
+from bench.identification.recognizer import Recognizer, RecognizerContext, fit_problems
 
 if TYPE_CHECKING:
     from bench.data.types import TrainData
@@ -195,24 +195,9 @@ def check_weights(weights: str | Path, image_size: int = RELEASED_SIZE) -> None:
     found = {k: v for k, v in checkpoint_filter_fn(state).items() if not k.startswith("fc2.")}
     with torch.device("meta"):
         wanted = LightCNN9(num_classes=0, img_size=image_size).state_dict()
-    problems = []
-    if missing := [k for k in wanted if k not in found]:
-        problems.append(f"missing {_first(missing)}")
-    if unexpected := [k for k in found if k not in wanted]:
-        problems.append(f"unexpected {_first(unexpected)}")
-    if shapes := [k for k in wanted if k in found and found[k].shape != wanted[k].shape]:
-        k = shapes[0]
-        problems.append(
-            f"{len(shapes)} of another shape, e.g. {k} {list(found[k].shape)} where LightCNN-9 at "
-            f"image_size={image_size} has {list(wanted[k].shape)}"
-        )
+    problems = fit_problems(found, wanted, f"LightCNN-9 at image_size={image_size}")
     if problems:
         raise ValueError(f"{weights}: does not fit LightCNN-9: " + "; ".join(problems))
-
-
-def _first(keys: list[str], shown: int = 3) -> str:
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return f"{len(keys)} key{'s' * (len(keys) != 1)} ({', '.join(keys[:shown])}{more})"
 
 
 def _param_groups(model: LightCNN9, lr: float) -> list[dict]:

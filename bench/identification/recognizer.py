@@ -10,6 +10,7 @@ and cached like any checkpoint (``bench.cache``).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -54,6 +55,30 @@ class RecognizerSpec(PluginSpec):
             if not found:
                 out.append(module)
         return out
+
+
+def fit_problems(found: Mapping[str, Any], wanted: Mapping[str, Any], network: str, optional: str = "") -> list[str]:
+    """How a weights file's tensors ``found`` fail to fit a network's state ``wanted`` (built on the meta device):
+    keys missing, keys unexpected, the first key of another shape, each with a count and the first few names; empty
+    when they fit. ``network`` names it in the shape message ("LightCNN-9 at image_size=128"); keys ending in
+    ``optional`` may be absent. The one check every recognizer's ``check_weights`` reports through."""
+    problems = []
+    if missing := [k for k in wanted if k not in found and not (optional and k.endswith(optional))]:
+        problems.append(f"missing {_few(missing)}")
+    if unexpected := [k for k in found if k not in wanted]:
+        problems.append(f"unexpected {_few(unexpected)}")
+    if shapes := [k for k in wanted if k in found and found[k].shape != wanted[k].shape]:
+        k = shapes[0]
+        problems.append(
+            f"{len(shapes)} of another shape, e.g. {k} {list(found[k].shape)} where {network} has "
+            f"{list(wanted[k].shape)}"
+        )
+    return problems
+
+
+def _few(keys: list[str], shown: int = 3) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} key{'s' * (len(keys) != 1)} ({', '.join(keys[:shown])}{more})"
 
 
 @dataclass
