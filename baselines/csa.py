@@ -39,6 +39,7 @@ from bench.io import file_sha256
 from bench.method import Method, MethodContext, Restoration, paste, require_hole
 from bench.nn.gan import patch_discriminator
 from bench.nn.init import normal_init
+from bench.nn.norm import InstanceNorm2d
 from bench.nn.vgg import find_vgg_weights
 from bench.options import Options, option
 
@@ -108,7 +109,7 @@ class CSALayer(nn.Module):
 
 # -------------------------------------------------------------------------------------------- generators
 def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=True)
+    return InstanceNorm2d(channels, affine=True)
 
 
 class RoughBlock(nn.Module):
@@ -234,7 +235,7 @@ def feature_discriminator(in_ch: int = 256, width: int = 512) -> nn.Sequential:
         nn.Conv2d(in_ch, width, 4, 2, 1),
         nn.LeakyReLU(0.2, True),
         nn.Conv2d(width, width, 4, 2, 1),
-        nn.InstanceNorm2d(width),
+        InstanceNorm2d(width),
         nn.LeakyReLU(0.2, True),
         nn.Conv2d(width, width, 4, 2, 1),
     )

@@ -46,6 +46,7 @@ from bench.data.types import TrainData
 from bench.method import Method, MethodContext, Restoration
 from bench.nn.gan import GANLoss, ImagePool, patch_discriminator
 from bench.nn.init import normal_init
+from bench.nn.norm import InstanceNorm2d
 from bench.nn.schedules import set_lr
 from bench.nn.two_path import to_01, to_pm1
 from bench.options import Options, option
@@ -53,7 +54,7 @@ from bench.options import Options, option
 
 def _norm(kind: str, channels: int) -> nn.Module:
     """The official ``get_norm_layer``: InstanceNorm without affine or running statistics, or BatchNorm."""
-    return nn.InstanceNorm2d(channels) if kind == "instance" else nn.BatchNorm2d(channels)
+    return InstanceNorm2d(channels) if kind == "instance" else nn.BatchNorm2d(channels)
 
 
 class ResnetBlock(nn.Module):

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.nn.norm import InstanceNorm2d
+
 GAN_MODES = ("lsgan", "vanilla", "wgangp")
 
 
@@ -87,8 +89,8 @@ class ImagePool:
 
 
 NORMS = {
-    "instance": lambda c: nn.InstanceNorm2d(c),  # CycleGAN's default: no affine parameters
-    "instance_affine": lambda c: nn.InstanceNorm2d(c, affine=True),
+    "instance": lambda c: InstanceNorm2d(c),  # CycleGAN's default: no affine parameters
+    "instance_affine": lambda c: InstanceNorm2d(c, affine=True),
     "batch": lambda c: nn.BatchNorm2d(c),
 }
 

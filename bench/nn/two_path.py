@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from bench.nn.init import normal_init
+from bench.nn.norm import InstanceNorm2d
 
 
 def to_pm1(x: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ def conv_in_relu(cin: int, cout: int, kernel: int, stride: int, padding: int, up
     conv_cls = nn.ConvTranspose2d if up else nn.Conv2d
     return nn.Sequential(
         conv_cls(cin, cout, kernel, stride, padding, bias=False),
-        nn.InstanceNorm2d(cout, affine=True),
+        InstanceNorm2d(cout, affine=True),
         nn.ReLU(inplace=True),
     )
 
@@ -48,7 +49,7 @@ class ResidualBlock(nn.Module):
         self.body = nn.Sequential(
             conv_in_relu(channels, channels, 3, 1, 1),
             nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
-            nn.InstanceNorm2d(channels, affine=True),
+            InstanceNorm2d(channels, affine=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
