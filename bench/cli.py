@@ -547,6 +547,10 @@ def main() -> None:
     import signal
     import warnings
 
+    from bench.allocator import keep_freed_memory
+
+    keep_freed_memory()
+
     def terminated(signum, frame) -> None:  # SIGTERM (a scheduler, `timeout`) ends a run like Ctrl-C
         raise KeyboardInterrupt
 

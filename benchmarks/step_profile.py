@@ -26,6 +26,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from bench import plugins
+from bench.allocator import keep_freed_memory
 from bench.data.embedded import default_occluder
 from bench.data.types import TrainData
 from bench.perf import _build, _perf_data
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    keep_freed_memory()  # as `bench run` starts (bench.allocator)
     rows = [profile_method(m, args.size, args.steps, args.profile) for m in args.methods.split(",")]
     for row in rows:
         if not row.get("trainable", True):
