@@ -13,11 +13,9 @@ Region PSNR scores the occluded pixels only; mask IoU/F1 score predicted masks.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
-import torch
 
 SSIM_KERNEL = 11
 SSIM_SIGMA = 1.5
@@ -26,62 +24,75 @@ SSIM_CONVENTION = {
     "(= scikit-image gaussian_weights, use_sample_covariance=False; mmagic)",
     "ssim_padded": "torchmetrics default: the same window over images mirror-padded by 5 px, every pixel averaged",
 }
+_REFLECT = 4  # cv2.BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba), torch's "reflect" padding
 
 
-def _to01(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,H,W,3] -> float32 [N,3,H,W] in [0,1]. float32 SSIM is ~9x faster on a CPU than float64 and
-    within 2e-7 of it on textured images; on flat or smooth ones float32 cancellation in E[x^2] - E[x]^2 moves
-    SSIM by up to ~7e-5 (the golden tests against skimage hold to 1e-6 and 1e-4 respectively)."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+def _squared_error_sums(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Exact per-pixel squared errors of uint8 images [N,H,W,C] in units of 1/255^2 (int32): PSNR's and region
+    PSNR's sums are then exact integers, whatever the image size."""
+    diff = pred.astype(np.int32) - target.astype(np.int32)
+    return diff * diff
 
 
-def _psnr(mse: torch.Tensor) -> np.ndarray:
-    """10 log10(1 / MSE) per image (data range 1); inf for an exact match."""
-    mse = mse.numpy().astype(np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(mse > 0, 10 * np.log10(1 / np.maximum(mse, 1e-300)), math.inf)
+def _psnr_from(sum_squared: np.ndarray, count: np.ndarray | int) -> np.ndarray:
+    """10 log10(1 / MSE) with data range 1 from exact sums in units of 1/255^2: inf for an exact match, NaN
+    where nothing is counted (an empty mask)."""
+    sse = np.asarray(sum_squared, np.float64)
+    count = np.broadcast_to(np.asarray(count, np.float64), sse.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 10 * np.log10(count * 255.0**2 / sse)
+    out[sse == 0] = math.inf
+    out[count == 0] = math.nan
+    return out
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    return _psnr(((_to01(pred) - _to01(target)) ** 2).mean(dim=(1, 2, 3)))
+    """Per-image PSNR of uint8 images [N,H,W,C]."""
+    sq = _squared_error_sums(pred, target)
+    return _psnr_from(sq.reshape(len(sq), -1).sum(1, dtype=np.int64), sq[0].size)
 
 
-def _gaussian_window() -> torch.Tensor:
-    """The normalised 1-D Gaussian of the SSIM window (torchmetrics' and scikit-image's taps)."""
-    d = torch.arange(SSIM_KERNEL, dtype=torch.float32) - (SSIM_KERNEL - 1) / 2
-    g = torch.exp(-((d / SSIM_SIGMA) ** 2) / 2)
-    return g / g.sum()
+def _gaussian_window() -> np.ndarray:
+    """The normalised 1-D Gaussian of the SSIM window (torchmetrics' and scikit-image's taps), float32."""
+    d = np.arange(SSIM_KERNEL, dtype=np.float32) - (SSIM_KERNEL - 1) / 2
+    g = np.exp(-((d / np.float32(SSIM_SIGMA)) ** 2) / 2)
+    return (g / g.sum()).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
-def _band(padded: int) -> torch.Tensor:
-    """The 1-D Gaussian blur of a line of ``padded`` pixels as a banded [padded, padded - 10] matrix: blurring is
-    then one matrix product, which a CPU runs several times faster than a depthwise convolution (2.3x at 64 px,
-    7x at 128, measured on one thread), equal to it to float rounding (SSIM within 4e-7 per image)."""
-    g = _gaussian_window()
-    out = padded - (SSIM_KERNEL - 1)
-    band = torch.zeros(padded, out)
-    for j in range(out):
-        band[j : j + SSIM_KERNEL, j] = g
-    return band
+_WINDOW = _gaussian_window()
 
 
-def _ssim_map(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The SSIM map [N,3,H,W] of images mirror-padded by 5 px (torchmetrics' construction), with the 11x11
-    Gaussian applied as two 1-D passes (22 taps per pixel instead of 121), each one matrix product."""
-    r = (SSIM_KERNEL - 1) // 2
-    p, t = (torch.nn.functional.pad(x, (r, r, r, r), mode="reflect") for x in (p, t))
-    stack = torch.cat((p, t, p * p, t * t, p * t))
-    s, c, ph, pw = stack.shape
-    h, w = ph - 2 * r, pw - 2 * r
-    rows = (stack.reshape(-1, pw) @ _band(pw)).view(s * c, ph, w)
-    blur = torch.matmul(_band(ph).t(), rows).view(s, c, h, w)
-    mu_p, mu_t, e_pp, e_tt, e_pt = blur.split(p.shape[0])
-    var_p = (e_pp - mu_p**2).clamp(min=0.0)
-    var_t = (e_tt - mu_t**2).clamp(min=0.0)
-    cov = e_pt - mu_p * mu_t
-    c1, c2 = 0.01**2, 0.03**2
-    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+def _blur(x: np.ndarray) -> np.ndarray:
+    """Each float32 image [H,W,C] of ``x`` [N,H,W,C] under the 11x11 Gaussian, as if mirror-padded by 5 px
+    (torchmetrics' construction; OpenCV's BORDER_REFLECT_101 is torch's "reflect"): OpenCV's separable filter,
+    two 1-D passes of 11 taps, written in place into one array."""
+    import cv2
+
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, np.float32)
+    for i in range(len(x)):
+        cv2.sepFilter2D(x[i], cv2.CV_32F, _WINDOW, _WINDOW, dst=out[i], borderType=_REFLECT)
+    return out
+
+
+def _ssim_map(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The SSIM map [N,H,W,C] of float32 images in [0,1]. Numpy and OpenCV rather than torch: ~4x fewer
+    operations than the banded matrix products it replaced, and no torch thread pool to share with a forward
+    pass (docs/speed.md, "Harness overhead")."""
+    mu_p, mu_t = _blur(p), _blur(t)
+    mu_pt, mu_pp, mu_tt = mu_p * mu_t, mu_p * mu_p, mu_t * mu_t
+    c1, c2 = np.float32(0.01**2), np.float32(0.03**2)
+    var_p = np.maximum(_blur(p * p) - mu_pp, 0)
+    var_t = np.maximum(_blur(t * t) - mu_tt, 0)
+    cov = _blur(p * t) - mu_pt
+    return ((2 * mu_pt + c1) * (2 * cov + c2)) / ((mu_pp + mu_tt + c1) * (var_p + var_t + c2))
+
+
+def _to01(images: np.ndarray) -> np.ndarray:
+    """uint8 [N,H,W,C] -> float32 in [0,1] (as ``x.float() / 255``). float32 SSIM is within 2e-7 of float64 on
+    textured images; on flat or smooth ones float32 cancellation in E[x^2] - E[x]^2 moves SSIM by up to ~7e-5
+    (the golden tests against skimage hold to 1e-6 and 1e-4 respectively)."""
+    return images.astype(np.float32, order="C") / np.float32(255.0)
 
 
 def ssim(pred: np.ndarray, target: np.ndarray, crop: bool = False) -> np.ndarray:
@@ -92,45 +103,31 @@ def ssim(pred: np.ndarray, target: np.ndarray, crop: bool = False) -> np.ndarray
 
 def ssim_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(valid-window SSIM, padded SSIM) per image from one SSIM map: the headline and the second column."""
-    return _ssim_pair(_to01(pred), _to01(target))
-
-
-def _ssim_pair(p: torch.Tensor, t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    full = _ssim_map(p, t)
-    r = (SSIM_KERNEL - 1) // 2
-    valid = full[..., r:-r, r:-r].mean(dim=(1, 2, 3))
-    return valid.numpy().astype(np.float64), full.mean(dim=(1, 2, 3)).numpy().astype(np.float64)
+    full = _ssim_map(_to01(pred), _to01(target))
+    r, n = (SSIM_KERNEL - 1) // 2, len(full)
+    valid = full[:, r:-r, r:-r].reshape(n, -1).mean(1, dtype=np.float64)
+    return valid, full.reshape(n, -1).mean(1, dtype=np.float64)
 
 
 def region_psnr(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """PSNR over the pixels where ``mask`` is 1 (all channels); NaN where the mask is empty."""
-    return _region_psnr((_to01(pred) - _to01(target)) ** 2, mask)
+    return _region_psnr(_squared_error_sums(pred, target), mask)
 
 
-def _region_psnr(squared_error: torch.Tensor, mask: np.ndarray) -> np.ndarray:
-    m = torch.from_numpy(np.ascontiguousarray(mask).astype(np.float32))[:, None].expand_as(squared_error)
-    se = (squared_error * m).sum(dim=(1, 2, 3))
-    n = m.sum(dim=(1, 2, 3))
-    out = []
-    for s, c in zip(se.tolist(), n.tolist(), strict=True):
-        if c == 0:
-            out.append(math.nan)
-        elif s == 0:
-            out.append(math.inf)
-        else:
-            out.append(10 * math.log10(c / s))
-    return np.array(out, dtype=np.float64)
+def _region_psnr(squared: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    inside = np.asarray(mask).astype(bool)
+    sums = np.einsum("nhwc,nhw->n", squared.astype(np.int64), inside.astype(np.int64))
+    return _psnr_from(sums, inside.reshape(len(inside), -1).sum(1) * squared.shape[-1])
 
 
 def image_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """``psnr``, ``ssim``, ``ssim_padded`` and (with a non-empty ``mask``) ``region_psnr`` of one batch, from one
-    conversion to float: what the evaluator scores per image."""
-    p, t = _to01(pred), _to01(target)
-    squared_error = (p - t) ** 2
-    out = {"psnr": _psnr(squared_error.mean(dim=(1, 2, 3)))}
-    out["ssim"], out["ssim_padded"] = _ssim_pair(p, t)
+    """``psnr``, ``ssim``, ``ssim_padded`` and (with a non-empty ``mask``) ``region_psnr`` of one batch of uint8
+    images [N,H,W,3]: what the evaluator scores per image, PSNR and region PSNR from one exact error map."""
+    squared = _squared_error_sums(pred, target)
+    out = {"psnr": _psnr_from(squared.reshape(len(squared), -1).sum(1, dtype=np.int64), squared[0].size)}
+    out["ssim"], out["ssim_padded"] = ssim_pair(pred, target)
     if mask is not None and mask.any():
-        out["region_psnr"] = _region_psnr(squared_error, mask)
+        out["region_psnr"] = _region_psnr(squared, mask)
     return out
 
 

@@ -160,3 +160,17 @@ def test_ssim_pair_is_the_valid_window_headline_and_the_padded_second_column():
     np.testing.assert_allclose(valid, metrics.ssim(a, b, crop=True), atol=1e-7)
     np.testing.assert_allclose(padded, metrics.ssim(a, b), atol=1e-6)
     assert set(metrics.SSIM_CONVENTION) == {"ssim", "ssim_padded"}
+
+
+def test_scores_of_strided_views_equal_those_of_contiguous_copies():
+    """The evaluator scores ``tensor.numpy().transpose(0, 2, 3, 1)``, a strided view: the same values."""
+    rng = np.random.default_rng(3)
+    planar = rng.integers(0, 256, (3, 3, 24, 20), dtype=np.uint8)
+    target = rng.integers(0, 256, (3, 24, 20, 3), dtype=np.uint8)
+    mask = (rng.random((3, 24, 20)) > 0.5).astype(np.uint8)
+    view = planar.transpose(0, 2, 3, 1)
+    assert not view.flags.c_contiguous
+    strided, copied = metrics.image_scores(view, target, mask), metrics.image_scores(view.copy(), target, mask)
+    assert strided.keys() == copied.keys() == {"psnr", "ssim", "ssim_padded", "region_psnr"}
+    for key in strided:
+        np.testing.assert_array_equal(strided[key], copied[key])
