@@ -7,7 +7,8 @@ scored; values outside [0, 1] are clamped for the saved PNG and counted per imag
 
 Scoring is pipelined: while the method restores batch k+1, one worker thread scores batch k, writes its PNGs and
 appends its rows (rows only once every PNG is on disk; each row records its PNGs' sha256), so on a GPU the
-metrics cost no wall time and on a CPU they fill the cores the forward pass leaves idle. At most one batch is in
+metrics cost no wall time and on a CPU they fill the cores the forward pass leaves idle (measured against
+scoring in turn between forwards: as fast or faster, docs/speed.md, "Harness overhead"). At most one batch is in
 flight; each split ends with a flush, which re-raises a failed write (a full disk) before the next split reads
 what is done.
 """
@@ -281,9 +282,10 @@ class Evaluator:
                 scores.update(self.measures.scores(pred, target))
         if pred_mask is not None and true_mask is not None:
             scores.update(metrics.mask_scores(pred_mask, true_mask, self.mask_threshold))
+        areas = true_mask.reshape(len(idx), -1).mean(1).tolist() if true_mask is not None else [None] * len(idx)
+        columns = {k: np.asarray(v).tolist() for k, v in scores.items()}  # Python floats, one conversion per column
         rows = []
         for j, i in enumerate(idx):
-            area = float(true_mask[j].mean()) if true_mask is not None else None
             row = {
                 "label": job.label,
                 "method": job.spec.name,
@@ -292,9 +294,9 @@ class Evaluator:
                 "sample": faces.ids[i],
                 "occluder": faces.occluders[i] if faces.occluders else "",
                 "family": faces.families[i] if faces.families else "",
-                "area": area,
+                "area": areas[j],
                 "seconds": seconds,
             }
-            row.update({k: float(v[j]) for k, v in scores.items()})
+            row.update({k: v[j] for k, v in columns.items()})
             rows.append(row)
         return rows

@@ -47,6 +47,23 @@ def _timed(fn, device, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _alternated(variants: dict[str, Any], device, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each of ``variants`` (name -> a call) per round, after one warm-up call each; every round calls
+    each once, in turn, so a machine that slows down or speeds up mid-measurement moves all alike and a ratio or
+    difference taken round by round cancels it."""
+    for fn in variants.values():
+        fn()
+        _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def conv_peak_flops(device, size: int, repeats: int) -> float:
     """The best FLOP/s of dense 3x3 convolutions (batch 8; 64 channels at ``size`` px, 128 at size/2, 256 at
     size/4, the widths of these encoders) on ``device``: the machine's practical peak for the layers these networks
@@ -114,16 +131,19 @@ def measure(
     if accelerated:
         t_eager, fields = _accelerate(method, bare, accel, device, repeats, n)
         row |= fields
-    t_bare = _timed(lambda: bare(accel.precision), device, repeats)
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as root:
+        harness = _harness_call(spec, method, faces, chunks, batch_size, device, accel.precision, Path(root))
+        times = _alternated({"bare": lambda: bare(accel.precision), "harness": harness}, device, repeats)
+    t_bare, t_harness = float(np.median(times["bare"])), float(np.median(times["harness"]))
+    extra = float(np.median([h - b for h, b in zip(times["harness"], times["bare"], strict=True)]))
     if accelerated:
         row["speedup_over_eager"] = round(t_eager / t_bare, 3)
-    t_harness = _harness_seconds(spec, method, faces, chunks, batch_size, device, repeats, accel.precision)
     row.update(
         {
             "infer_images_per_s": round(n / t_bare, 2),
             "harness_images_per_s": round(n / t_harness, 2),
-            "harness_overhead_ms_per_image": round(1000 * (t_harness - t_bare) / n, 2),
-            "harness_overhead_pct": round(100 * (t_harness - t_bare) / t_bare, 1),
+            "harness_overhead_ms_per_image": round(1000 * extra / n, 2),
+            "harness_overhead_pct": round(100 * extra / t_bare, 1),
         }
     )
     try:
@@ -133,13 +153,22 @@ def measure(
     if flops and peak:
         row["gflop_per_image"] = round(flops / 1e9, 3)
         row["peak_fraction"] = round(flops * n / t_bare / peak, 3)
-    if method.trainable:  # a fresh instance: compiled forwards cannot take a gradient penalty's double backward
-        trainer = _build(spec, size, profile, device, bench.attribute_names)
-        row |= _train_step_speed(trainer, bench, size, device, repeats, accel)
+    if method.trainable:  # fresh instances: compiled forwards cannot take a gradient penalty's double backward
+        paths = {"fast": accel}
         if accel.training_key() != Acceleration().training_key():  # the same step on the eager float32 path
-            eager = _build(spec, size, profile, device, bench.attribute_names)
-            seconds = _train_step_speed(eager, bench, size, device, repeats, Acceleration())["train_step_s"]
-            row["train_speedup_over_eager"] = round(seconds / row["train_step_s"], 3)
+            paths["eager"] = Acceleration()
+        steps = {
+            name: _TrainStep(_build(spec, size, profile, device, bench.attribute_names), bench, size, device, path)
+            for name, path in paths.items()
+        }
+        times = _alternated(steps, device, max(2, repeats // 2) * 2)
+        row["train_step_s"] = round(float(np.median(times["fast"])), 4)
+        batch = getattr(steps["fast"], "batch_size", None)  # the training batch, for methods that expose it
+        if isinstance(batch, int):
+            row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
+        if "eager" in times:
+            ratios = [e / f for e, f in zip(times["eager"], times["fast"], strict=True)]
+            row["train_speedup_over_eager"] = round(float(np.median(ratios)), 3)
     return row | _peak_memory(device)
 
 
@@ -213,25 +242,25 @@ def _accelerate(method, bare, accel, device, repeats: int, n: int) -> tuple[floa
     }
 
 
-def _harness_seconds(
-    spec, method, faces, chunks: list[np.ndarray], batch_size: int, device, repeats: int, precision: str
-) -> float:
-    """Median seconds of the harness's own evaluation (``Evaluator``, oracle masks) of the same batches, into a
-    throw-away run folder."""
+def _harness_call(spec, method, faces, chunks: list[np.ndarray], batch_size: int, device, precision: str, root: Path):
+    """One call of the harness's own evaluation (``Evaluator``, oracle masks) of the same batches as the bare
+    forward, each call into a new run folder under ``root``: a run writes new files, and replacing existing ones
+    costs several times more on ext4 (~0.4 ms against ~0.1 ms per PNG, measured), which would overstate it."""
     from bench.evaluation import Evaluator
     from bench.planning import ORACLE, Job
     from bench.runstore import RunStore
 
-    store = RunStore(Path(tempfile.mkdtemp(prefix="bench-perf-")))
-    evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size, precision=precision)
     job = Job(spec, ORACLE if spec.needs_mask else "own")
+    calls = iter(range(1 << 30))
 
     def harness() -> None:
+        store = RunStore(root / str(next(calls)))
+        evaluator = Evaluator(store, seed=0, mask_threshold=0.5, batch_size=batch_size, precision=precision)
         for number, idx in enumerate(chunks):
             evaluator.evaluate_batch(job, method, "test_paired", faces, idx, device, batch_number=number)
         evaluator.flush()
 
-    return _timed(harness, device, repeats)
+    return harness
 
 
 def _peak_memory(device) -> dict[str, float]:
@@ -243,28 +272,27 @@ def _peak_memory(device) -> dict[str, float]:
     return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _train_step_speed(trainer, bench, size: int, device, repeats: int, accel) -> dict[str, float]:
-    """Seconds per training step of a freshly built method (and images/s where it exposes its batch size)."""
-    from bench.acceleration import autocast
-    from bench.data.embedded import default_occluder
-    from bench.data.types import TrainData
+class _TrainStep:
+    """One training step of a freshly built method on ``accel``'s path per call (``batch_size``: its training
+    batch where it exposes one)."""
 
-    accel.prepare(trainer)
-    trainer.setup_training(
-        TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
-    )
-    step = [0]
+    def __init__(self, trainer, bench, size: int, device, accel) -> None:
+        from bench.data.embedded import default_occluder
+        from bench.data.types import TrainData
 
-    def train_once() -> None:
-        with autocast(device, accel.precision):
-            trainer.train_step(step[0])
-        step[0] += 1
+        accel.prepare(trainer)
+        trainer.setup_training(
+            TrainData(bench.train_clean, bench.train_natural, default_occluder(size), bench.attribute_names)
+        )
+        self.trainer, self.device, self.accel, self.step = trainer, device, accel, 0
+        self.batch_size = getattr(trainer, "batch_size", None)
 
-    out = {"train_step_s": round(_timed(train_once, device, max(2, repeats // 2)), 4)}
-    batch = getattr(trainer, "batch_size", None)  # the training batch, for methods that expose it
-    if isinstance(batch, int):
-        out["train_images_per_s"] = round(batch / out["train_step_s"], 2)
-    return out
+    def __call__(self) -> None:
+        from bench.acceleration import autocast
+
+        with autocast(self.device, self.accel.precision):
+            self.trainer.train_step(self.step)
+        self.step += 1
 
 
 PERF_COLUMNS = (  # (row key, header with unit, priority: the lowest is dropped first on a narrow terminal)
