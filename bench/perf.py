@@ -97,8 +97,9 @@ def forward_flops(fn) -> int:
 def measure(
     spec, size: int, batch_size: int, device, repeats: int, profile: str = "quick", accel=None, peak: float = 0.0
 ) -> dict[str, Any]:
-    """One method at one size. With ``accel`` (bench.acceleration) the restore is timed eager in float32 first and
-    then accelerated, on the same weights, outputs compared; the harness and the training step run accelerated.
+    """One method at one size. With ``accel`` (bench.acceleration) the accelerated restore is timed round by round
+    beside an identically seeded eager float32 twin (the same weights), outputs compared; the harness and the
+    training step run accelerated.
     ``peak``: the device's FLOP/s (:func:`conv_peak_flops`) for the fraction the restore reaches."""
     import torch
 
@@ -122,22 +123,31 @@ def measure(
     chunks = [np.arange(k, min(k + batch_size, len(faces))) for k in range(0, len(faces), batch_size)]
     inputs = _restore_inputs(faces, chunks, spec.needs_mask, device)
 
-    def bare(precision: str = "fp32") -> list:
-        with torch.no_grad(), autocast(device, precision):
-            return [method.restore(x, m).images for x, m in inputs]
+    def restore_all(net, precision: str = "fp32"):
+        def call() -> list:
+            with torch.no_grad(), autocast(device, precision):
+                return [net.restore(x, m).images for x, m in inputs]
+
+        return call
 
     n = len(faces)
-    accelerated = accel != Acceleration()
-    if accelerated:
-        t_eager, fields = _accelerate(method, bare, accel, device, repeats, n)
-        row |= fields
+    bare = restore_all(method, accel.precision)
+    variants = {"bare": bare}
+    if accel != Acceleration():  # an identically seeded eager float32 twin, timed round by round beside it
+        eager = restore_all(_build(spec, size, profile, device, bench.attribute_names))
+        row |= _accelerate(method, eager, bare, accel)
+        variants["eager"] = eager
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as root:
-        harness = _harness_call(spec, method, faces, chunks, batch_size, device, accel.precision, Path(root))
-        times = _alternated({"bare": lambda: bare(accel.precision), "harness": harness}, device, repeats)
+        variants["harness"] = _harness_call(
+            spec, method, faces, chunks, batch_size, device, accel.precision, Path(root)
+        )
+        times = _alternated(variants, device, repeats)
     t_bare, t_harness = float(np.median(times["bare"])), float(np.median(times["harness"]))
     extra = float(np.median([h - b for h, b in zip(times["harness"], times["bare"], strict=True)]))
-    if accelerated:
-        row["speedup_over_eager"] = round(t_eager / t_bare, 3)
+    if "eager" in times:
+        row["eager_images_per_s"] = round(n / float(np.median(times["eager"])), 2)
+        ratios = [e / b for e, b in zip(times["eager"], times["bare"], strict=True)]
+        row["speedup_over_eager"] = round(float(np.median(ratios)), 3)
     row.update(
         {
             "infer_images_per_s": round(n / t_bare, 2),
@@ -147,7 +157,7 @@ def measure(
         }
     )
     try:
-        flops = forward_flops(lambda: bare(accel.precision)) / n
+        flops = forward_flops(bare) / n
     except RuntimeError as exc:  # torch's FLOP counter cannot follow a restore that calls autograd.grad (Yeh et al.)
         flops, row["flops_not_counted"] = 0, str(exc).splitlines()[0]
     if flops and peak:
@@ -223,19 +233,17 @@ def _restore_inputs(
     return inputs
 
 
-def _accelerate(method, bare, accel, device, repeats: int, n: int) -> tuple[float, dict[str, Any]]:
-    """Time ``bare`` (the restore of all ``n`` images) eager in float32, then accelerate ``method`` in place and
-    compare: (eager seconds, the row's fields). Eager first, since the acceleration changes the method."""
+def _accelerate(method, eager, bare, accel) -> dict[str, Any]:
+    """Accelerate ``method`` in place and compare its outputs (``bare``) with its eager float32 twin's
+    (``eager``, the same weights): the row's fields."""
     from bench.data.types import to_uint8
 
-    reference = [to_uint8(y) for y in bare()]
-    t_eager = _timed(bare, device, repeats)
+    reference = [to_uint8(y) for y in eager()]
     accel.prepare(method)
     compiled = accel.for_inference(method)
-    fast = [to_uint8(y) for y in bare(accel.precision)]
-    return t_eager, {
+    fast = [to_uint8(y) for y in bare()]
+    return {
         "compiled": compiled,
-        "eager_images_per_s": round(n / t_eager, 2),
         "accelerated_max_uint8_diff": max(
             int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fast, reference, strict=True)
         ),
