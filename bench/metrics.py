@@ -24,7 +24,6 @@ SSIM_CONVENTION = {
     "(= scikit-image gaussian_weights, use_sample_covariance=False; mmagic)",
     "ssim_padded": "torchmetrics default: the same window over images mirror-padded by 5 px, every pixel averaged",
 }
-_REFLECT = 4  # cv2.BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba), torch's "reflect" padding
 
 
 def _squared_error_sums(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -71,7 +70,7 @@ def _blur(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x)
     out = np.empty(x.shape, np.float32)
     for i in range(len(x)):
-        cv2.sepFilter2D(x[i], cv2.CV_32F, _WINDOW, _WINDOW, dst=out[i], borderType=_REFLECT)
+        cv2.sepFilter2D(x[i], cv2.CV_32F, _WINDOW, _WINDOW, dst=out[i], borderType=cv2.BORDER_REFLECT_101)
     return out
 
 

@@ -11,6 +11,7 @@ it). Networks are untrained: speed does not depend on the weights. All ratios co
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import tempfile
@@ -62,6 +63,11 @@ def _alternated(variants: dict[str, Any], device, rounds: int) -> dict[str, list
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def _median_ratio(slow: list[float], fast: list[float]) -> float:
+    """The median over rounds of ``slow / fast`` (times from :func:`_alternated`): the speed-up, drift cancelled."""
+    return round(float(np.median([s / f for s, f in zip(slow, fast, strict=True)])), 3)
 
 
 def conv_peak_flops(device, size: int, repeats: int) -> float:
@@ -146,8 +152,7 @@ def measure(
     extra = float(np.median([h - b for h, b in zip(times["harness"], times["bare"], strict=True)]))
     if "eager" in times:
         row["eager_images_per_s"] = round(n / float(np.median(times["eager"])), 2)
-        ratios = [e / b for e, b in zip(times["eager"], times["bare"], strict=True)]
-        row["speedup_over_eager"] = round(float(np.median(ratios)), 3)
+        row["speedup_over_eager"] = _median_ratio(times["eager"], times["bare"])
     row.update(
         {
             "infer_images_per_s": round(n / t_bare, 2),
@@ -173,12 +178,11 @@ def measure(
         }
         times = _alternated(steps, device, max(2, repeats // 2) * 2)
         row["train_step_s"] = round(float(np.median(times["fast"])), 4)
-        batch = getattr(steps["fast"], "batch_size", None)  # the training batch, for methods that expose it
+        batch = steps["fast"].batch_size
         if isinstance(batch, int):
             row["train_images_per_s"] = round(batch / row["train_step_s"], 2)
         if "eager" in times:
-            ratios = [e / f for e, f in zip(times["eager"], times["fast"], strict=True)]
-            row["train_speedup_over_eager"] = round(float(np.median(ratios)), 3)
+            row["train_speedup_over_eager"] = _median_ratio(times["eager"], times["fast"])
     return row | _peak_memory(device)
 
 
@@ -259,7 +263,7 @@ def _harness_call(spec, method, faces, chunks: list[np.ndarray], batch_size: int
     from bench.runstore import RunStore
 
     job = Job(spec, ORACLE if spec.needs_mask else "own")
-    calls = iter(range(1 << 30))
+    calls = itertools.count()
 
     def harness() -> None:
         store = RunStore(root / str(next(calls)))
