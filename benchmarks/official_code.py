@@ -39,9 +39,15 @@ from pathlib import Path
 import torch
 
 from bench.nn.two_path import TwoPathGenerator
+from bench.perf import _alternated
 from oagan.generator import OAGANGenerator
 
 GANIMATION_CONDITION = 17  # the action units of the authors' code (c_dim)
+
+
+def _blend(keep: torch.Tensor, x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """The attention blend of both (OA-GAN's Eq. (2), GANimation's composition): ``keep`` = 1 keeps the input pixel."""
+    return keep * x + (1 - keep) * colour
 
 
 def _require(root: Path, relative: str, repo: str) -> Path:
@@ -59,7 +65,7 @@ def oagan(root: Path):
 
     def run_official(net, x):
         img, att = net(x)
-        return att * x + (1 - att) * img
+        return _blend(att, x, img)
 
     return official, OAGANGenerator(64, 6), run_official, lambda net, x: net(x).final
 
@@ -84,7 +90,7 @@ def ganimation(root: Path):
 
     def run_official(net, x):
         colour, attention = net(x, condition.expand(len(x), -1))
-        return attention * x + (1 - attention) * colour
+        return _blend(attention, x, colour)
 
     ours = TwoPathGenerator(64, 6, GANIMATION_CONDITION)
     return official, ours, run_official, lambda net, x: net(x, condition.expand(len(x), -1)).final
@@ -147,12 +153,7 @@ def main() -> None:
                     raise SystemExit(f"error: {name} differs from the official output by {diff:.2e}")
                 if "compiled" in name:
                     print(f"| {size} | ({name}: first call, compiling, {time.perf_counter() - t0:.1f} s) | | |")
-            times: dict[str, list[float]] = {name: [] for name in runs}
-            for _ in range(args.rounds):
-                for name, fn in runs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - t0)
+            times = _alternated(runs, torch.device("cpu"), args.rounds)
         base = statistics.median(times["official (eager)"])
         for name, ts in times.items():
             median = statistics.median(ts)
